@@ -59,6 +59,9 @@ def env_entry(argv: list[str] | None = None) -> None:
     if args.dir:
         print(trainer_directory())
     elif args.activate_hook:
-        print(f"nnUNet_extTrainer set-up added to {install_activate_hook(args.activate_hook)}")
+        try:
+            print(f"nnUNet_extTrainer set-up added to {install_activate_hook(args.activate_hook)}")
+        except FileNotFoundError as e:
+            parser.error(str(e))
     else:
         print(export_line())
