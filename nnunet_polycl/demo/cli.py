@@ -1,0 +1,50 @@
+"""``polycl_demo``: commands around the built-in synthetic demo dataset."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from nnunet_polycl.demo.dataset import DEFAULT_NUM_SCANS, DEMO_DATASET_ID, MIN_NUM_SCANS, DemoDataset, make_demo_dataset
+from nnunet_polycl.paths import PolyCLUserError
+
+
+def _report(result: DemoDataset, dataset_id: int) -> str:
+    """Human-readable summary of a finished ``make-dataset`` run, ending with the next command."""
+    lines = [f"Wrote {result.num_scans} synthetic CT scans (label 1 = liver) to {result.folder}"]
+    lines += [f"Replaced the previous raw dataset {old}" for old in result.replaced]
+    for old in result.stale:
+        lines.append(f"WARNING: {old} was made from the previous dataset of id {dataset_id} and is now stale "
+                     f"(kept; delete or move it yourself if you no longer need it).")
+    lines.append(f"Next: nnUNetv2_plan_and_preprocess -d {dataset_id} -c 2d --verify_dataset_integrity")
+    return "\n".join(lines)
+
+
+def _add_make_dataset(subparsers) -> None:
+    p = subparsers.add_parser(
+        "make-dataset", help="write the synthetic demo dataset into nnUNet_raw",
+        description="Write a small synthetic abdominal CT dataset (liver-like target organ, present in only part "
+                    "of each scan's slices) in nnU-Net's raw format to <raw>/Dataset<ID>_PolyCLDemo.")
+    p.add_argument("-d", "--dataset-id", type=int, default=DEMO_DATASET_ID,
+                   help=f"nnU-Net dataset id (default {DEMO_DATASET_ID})")
+    p.add_argument("--num-scans", type=int, default=DEFAULT_NUM_SCANS,
+                   help=f"number of scans (default {DEFAULT_NUM_SCANS}, at least {MIN_NUM_SCANS})")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same data (default 0)")
+    p.add_argument("--raw", default=None, metavar="FOLDER",
+                   help="nnU-Net raw folder to write into (default: $nnUNet_raw)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing raw dataset with this id (default: refuse). Preprocessed data and "
+                        "results of this id are kept and reported as stale")
+
+
+def demo_entry(argv: list[str] | None = None) -> None:
+    """Command line of ``polycl_demo``."""
+    parser = argparse.ArgumentParser(prog="polycl_demo", description="The PolyCL synthetic demo dataset.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_make_dataset(subparsers)
+    args = parser.parse_args(argv)
+    try:
+        result = make_demo_dataset(args.dataset_id, args.num_scans, args.seed, args.raw, args.overwrite)
+    except PolyCLUserError as e:
+        print(f"polycl_demo {args.command}: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(_report(result, args.dataset_id))
