@@ -5,13 +5,13 @@ in nnU-Net's raw format so that the whole PolyCL pipeline (plan and preprocess, 
 tried and tested on a CPU in minutes.
 """
 from nnunet_polycl.demo.dataset import (
-                                        DEFAULT_NUM_SCANS,
-                                        DEMO_DATASET_ID,
-                                        DemoDataset,
-                                        case_identifier,
-                                        demo_dataset_name,
-                                        folders_with_id,
-                                        make_demo_dataset,
+    DEFAULT_NUM_SCANS,
+    DEMO_DATASET_ID,
+    DemoDataset,
+    case_identifier,
+    demo_dataset_name,
+    folders_with_id,
+    make_demo_dataset,
 )
 from nnunet_polycl.demo.synthetic_ct import LIVER_LABEL, SyntheticScan, generate_scan, organ_slice_counts
 

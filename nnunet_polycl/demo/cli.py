@@ -3,18 +3,27 @@ from __future__ import annotations
 
 import argparse
 import sys
+from os.path import basename
 
 from nnunet_polycl.demo.dataset import DEFAULT_NUM_SCANS, DEMO_DATASET_ID, MIN_NUM_SCANS, DemoDataset, make_demo_dataset
 from nnunet_polycl.paths import PolyCLUserError
 
 
+def _stale_warning(folder: str, new_name: str, what: str, fix: str) -> str:
+    if basename(folder) != new_name:
+        fix = "remove or rename it: nnU-Net cannot resolve an id that two dataset names share"
+    return f"WARNING: {folder} holds {what} of the replaced dataset and is stale; {fix}."
+
+
 def _report(result: DemoDataset, dataset_id: int) -> str:
     """Human-readable summary of a finished ``make-dataset`` run, ending with the next command."""
+    name = basename(result.folder)
     lines = [f"Wrote {result.num_scans} synthetic CT scans (label 1 = liver) to {result.folder}"]
     lines += [f"Replaced the previous raw dataset {old}" for old in result.replaced]
-    for old in result.stale:
-        lines.append(f"WARNING: {old} was made from the previous dataset of id {dataset_id} and is now stale "
-                     f"(kept; delete or move it yourself if you no longer need it).")
+    lines += [_stale_warning(old, name, "preprocessed data", "the next command rewrites it")
+              for old in result.stale_preprocessed]
+    lines += [_stale_warning(old, name, "results", "it was kept: move or delete it before training on the new data")
+              for old in result.stale_results]
     lines.append(f"Next: nnUNetv2_plan_and_preprocess -d {dataset_id} -c 2d --verify_dataset_integrity")
     return "\n".join(lines)
 

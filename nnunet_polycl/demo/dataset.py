@@ -35,12 +35,14 @@ FILE_ENDING = ".nii.gz"
 
 @dataclass
 class DemoDataset:
-    """What :func:`make_demo_dataset` did: the new raw folder, replaced raw folders and stale derived folders."""
+    """What :func:`make_demo_dataset` did: the new raw folder, the raw folders it replaced, and the (kept) folders of
+    the same id in nnUNet_preprocessed and nnUNet_results that were made from the replaced data."""
 
     folder: str
     num_scans: int
     replaced: list[str] = field(default_factory=list)
-    stale: list[str] = field(default_factory=list)
+    stale_preprocessed: list[str] = field(default_factory=list)
+    stale_results: list[str] = field(default_factory=list)
 
 
 def demo_dataset_name(dataset_id: int = DEMO_DATASET_ID) -> str:
@@ -68,6 +70,13 @@ def _validate(dataset_id: int, num_scans: int) -> None:
     if num_scans < MIN_NUM_SCANS:
         raise PolyCLUserError(f"--num-scans {num_scans} is too small: nnU-Net's 5-fold cross-validation needs at "
                               f"least {MIN_NUM_SCANS} training cases (default {DEFAULT_NUM_SCANS}).")
+
+
+def _raw_from_environment() -> str:
+    try:
+        return require_nnunet_folder("nnUNet_raw")
+    except PolyCLUserError as e:
+        raise PolyCLUserError(f"{e} Or pass the raw folder to write to with --raw FOLDER.") from None
 
 
 def _refuse_existing(dataset_id: int, existing: dict[str, list[str]]) -> None:
@@ -111,7 +120,7 @@ def make_demo_dataset(dataset_id: int = DEMO_DATASET_ID, num_scans: int = DEFAUL
     ``raw_folder`` is given, or for an invalid id / number of scans.
     """
     _validate(dataset_id, num_scans)
-    raw = raw_folder or require_nnunet_folder("nnUNet_raw")
+    raw = raw_folder or _raw_from_environment()
     existing = folders_with_id(dataset_id, raw)
     if not overwrite:
         _refuse_existing(dataset_id, existing)
@@ -126,5 +135,5 @@ def make_demo_dataset(dataset_id: int = DEMO_DATASET_ID, num_scans: int = DEFAUL
         os.replace(join(tmp, "new"), destination)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    stale = existing.get("nnUNet_preprocessed", []) + existing.get("nnUNet_results", [])
-    return DemoDataset(destination, num_scans, replaced, stale)
+    return DemoDataset(destination, num_scans, replaced, existing.get("nnUNet_preprocessed", []),
+                       existing.get("nnUNet_results", []))
