@@ -1,0 +1,87 @@
+"""``polycl_pretrain``: contrastive pre-training of the encoder of a dataset's nnU-Net 2D network.
+
+Three layers as in nnU-Net's ``run_training``: :func:`pretrain_entry` parses arguments only, :func:`run_pretraining`
+does the job (typed, callable from Python), helpers in this package do the parts. Every input is validated (dataset,
+plans, labels, split, sampler, output folder, checkpoint) before anything is written.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from nnunet_polycl.paths import DEFAULT_STRATEGY, STRATEGIES, PolyCLUserError
+
+PROG = "polycl_pretrain"
+
+
+def pretrain_entry(argv: Sequence[str] | None = None) -> None:
+    """Console entry point: parse the arguments, run, print user errors as ``polycl_pretrain: error: ...`` (exit 2)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        run_pretraining(
+            args.d, plans_identifier=args.p, configuration=args.c, fold=args.f, strategy=args.strategy,
+            labels=args.label, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            temperature=args.temperature, embed_dim=args.embed_dim, slice_fraction=args.slice_fraction,
+            device=args.device, continue_training=args.continue_training, seed=args.seed,
+            num_workers=args.num_workers, output_folder=args.output, overwrite=args.overwrite)
+    except PolyCLUserError as e:
+        parser.exit(2, f"{PROG}: error: {e}\n")
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG, description="PolyCL contrastive pre-training of the encoder of a dataset's nnU-Net 2D network. "
+        "Writes pretrained_weights.pth for nnUNetv2_train -tr nnUNetTrainerPolyCL (or -pretrained_weights).")
+    p.add_argument("-d", required=True, metavar="DATASET", help="dataset id or name (e.g. 3 or Dataset003_Liver)")
+    p.add_argument("-p", default="nnUNetPlans", metavar="PLANS", help="plans identifier (default: nnUNetPlans)")
+    p.add_argument("-c", default="2d", metavar="CONFIGURATION", help="a 2D configuration of the plans (default: 2d)")
+    p.add_argument("-f", default="0", metavar="FOLD",
+                   help="fold whose training cases are used (default: 0), or 'all' for all cases")
+    p.add_argument("-s", "--strategy", default=DEFAULT_STRATEGY, choices=STRATEGIES,
+                   help="S: scan-based, O: organ-based (needs labels), M: mixed (needs labels), simclr: SimCLR "
+                        f"baseline (default: {DEFAULT_STRATEGY})")
+    p.add_argument("--label", nargs="+", default=None, metavar="LABEL",
+                   help="O / M: target label name(s) or value(s) from dataset.json (default: any foreground)")
+    p.add_argument("--epochs", type=int, default=100, help="epochs; each uses every slice once as anchor (default: 100)")
+    p.add_argument("--batch-size", type=int, default=20, help="triplets (SimCLR: slices) per batch (default: 20)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: 1e-4)")
+    p.add_argument("--temperature", type=float, default=None, help="loss temperature (default: 1 / batch size)")
+    p.add_argument("--embed-dim", type=int, default=256, help="embedding size of the projection head (default: 256)")
+    p.add_argument("--slice-fraction", type=float, default=1.0,
+                   help="use the middle fraction of each scan's slices, in (0, 1] (default: 1.0; paper: 0.3)")
+    p.add_argument("-device", default="cuda", choices=("cuda", "cpu", "mps"),
+                   help="device, as in nnUNetv2_train (default: cuda; an error if CUDA is not available)")
+    p.add_argument("--c", dest="continue_training", action="store_true",
+                   help="continue the run in the output folder from its latest checkpoint")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--num-workers", type=int, default=None,
+                   help="DataLoader worker processes (default: min(4, CPUs available); 0 = load in the main process)")
+    p.add_argument("-o", "--output", default=None, metavar="FOLDER",
+                   help="output folder (default: $nnUNet_results/DatasetXXX/PolyCL_<strategy>__<plans>__"
+                        "<configuration>/fold_<fold>)")
+    p.add_argument("--overwrite", action="store_true", help="start again, replacing a run in the output folder")
+    return p
+
+
+def run_pretraining(dataset: str | int, plans_identifier: str = "nnUNetPlans", configuration: str = "2d",
+                    fold: int | str = 0, strategy: str = DEFAULT_STRATEGY, labels: Sequence[str | int] | None = None,
+                    epochs: int = 100, batch_size: int = 20, lr: float = 1e-4, temperature: float | None = None,
+                    embed_dim: int = 256, slice_fraction: float = 1.0, device: str = "cuda",
+                    continue_training: bool = False, seed: int = 0, num_workers: int | None = None,
+                    output_folder: str | None = None, overwrite: bool = False) -> str:
+    """Pre-train the encoder of ``dataset``'s 2D nnU-Net network; returns the output folder.
+
+    Raises:
+        PolyCLUserError: any invalid input (nothing is written in that case), a corrupted checkpoint on --c, or a
+            diverging loss (the last good checkpoint is kept).
+    """
+    from nnunet_polycl.pretraining.session import execute, prepare
+
+    run = prepare(dataset, plans_identifier, configuration, fold, strategy, labels, epochs, batch_size, lr,
+                  temperature, embed_dim, slice_fraction, device, continue_training, seed, num_workers,
+                  output_folder, overwrite)
+    return execute(run)

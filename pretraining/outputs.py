@@ -1,0 +1,120 @@
+"""The output folder of a pre-training run: its state, ``config.json`` and ``pretrained_weights.pth``.
+
+Layout (default folder ``$nnUNet_results/DatasetXXX/PolyCL_<strategy>__<plans>__<configuration>/fold_<f>/``)::
+
+    config.json              every setting, the split, dataset / plans fingerprints, versions
+    training_log.txt         timestamped log, one line per epoch (appended by --c)
+    progress.png             loss, mean cos+ / cos-, triplet accuracy per epoch
+    checkpoint_latest.pth    after every epoch (what --c continues from)
+    checkpoint_final.pth     after the last epoch
+    pretrained_weights.pth   {'network_weights': full nnU-Net network state, 'polycl': run metadata}
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from os.path import isdir, isfile, join
+
+import torch
+
+from nnunet_polycl.checkpoint import atomic_torch_save
+from nnunet_polycl.network import PlansContext, full_network_state_with_encoder
+from nnunet_polycl.paths import PRETRAINED_WEIGHTS_FILE, PRETRAINING_CONFIG_FILE, PolyCLUserError
+from nnunet_polycl.pretraining.loop import FINAL_CHECKPOINT, LATEST_CHECKPOINT
+from nnunet_polycl.pretraining.progress import LOG_FILE, PLOT_FILE
+from nnunet_polycl.pretraining.settings import PretrainSettings
+
+RUN_FILES = (PRETRAINING_CONFIG_FILE, LOG_FILE, PLOT_FILE, LATEST_CHECKPOINT, FINAL_CHECKPOINT,
+             PRETRAINED_WEIGHTS_FILE)
+
+
+def existing_run_files(folder: str) -> list[str]:
+    """The files of a (started or finished) run present in ``folder``."""
+    return [name for name in RUN_FILES if isfile(join(folder, name))] if isdir(folder) else []
+
+
+def check_output_folder(folder: str, continue_training: bool, overwrite: bool) -> None:
+    """Refuse to touch a folder holding a run unless --c or --overwrite says what to do with it.
+
+    Raises:
+        PolyCLUserError: both flags, or a started / finished run in ``folder`` and neither flag.
+    """
+    if continue_training and overwrite:
+        raise PolyCLUserError("--c (continue the run in the output folder) and --overwrite (start it again) "
+                              "exclude each other; pass one of them.")
+    found = existing_run_files(folder)
+    if found and not (continue_training or overwrite):
+        kind = "a finished" if FINAL_CHECKPOINT in found else "a started"
+        raise PolyCLUserError(
+            f"The output folder {folder} already holds {kind} pre-training run ({', '.join(found)}). Pass --c to "
+            f"continue it, --overwrite to start it again (its files are replaced), or choose another folder with -o."
+        )
+
+
+def remove_run_files(folder: str) -> None:
+    """Delete the files of an earlier run in ``folder`` (only those this program writes) for --overwrite."""
+    for name in existing_run_files(folder):
+        os.remove(join(folder, name))
+
+
+def sha256_of_file(path: str) -> str | None:
+    """Hex SHA-256 of a file's bytes, or None when the file does not exist."""
+    if not isfile(path):
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def config_record(settings: PretrainSettings, ctx: PlansContext, train_ids: list[str], val_ids: list[str],
+                  num_slices: int, iterations_per_epoch: int) -> dict:
+    """Content of ``config.json``: settings, split, fingerprints and versions."""
+    import nnunetv2
+
+    import nnunet_polycl
+
+    return {
+        "settings": settings.to_dict(),
+        "split": {"fold": settings.fold, "train": list(train_ids), "val": list(val_ids)},
+        "num_slices": num_slices,
+        "iterations_per_epoch": iterations_per_epoch,
+        "lr_schedule": "CosineAnnealingWarmRestarts, restart every 10 epochs, stepped every iteration",
+        "fingerprints": {
+            "dataset_fingerprint.json_sha256": sha256_of_file(join(ctx.preprocessed_folder,
+                                                                   "dataset_fingerprint.json")),
+            f"{ctx.plans_identifier}.json_sha256": sha256_of_file(join(ctx.preprocessed_folder,
+                                                                       ctx.plans_identifier + ".json")),
+            "dataset.json_sha256": sha256_of_file(join(ctx.preprocessed_folder, "dataset.json")),
+        },
+        "versions": {"nnunet_polycl": nnunet_polycl.__version__, "nnunetv2": nnunetv2.__version__
+                     if hasattr(nnunetv2, "__version__") else _dist_version("nnunetv2"),
+                     "torch": torch.__version__},
+    }
+
+
+def _dist_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def write_pretrained_weights(folder: str, ctx: PlansContext, encoder_state: dict, settings: PretrainSettings,
+                             epochs_done: int) -> str:
+    """Write ``pretrained_weights.pth`` atomically: the full plans network with the pre-trained encoder inside."""
+    path = join(folder, PRETRAINED_WEIGHTS_FILE)
+    atomic_torch_save({
+        "network_weights": full_network_state_with_encoder(ctx, encoder_state),
+        "polycl": {
+            "strategy": settings.strategy, "epochs": epochs_done, "dataset_name": settings.dataset_name,
+            "plans_identifier": settings.plans_identifier, "configuration": settings.configuration,
+            "fold": settings.fold, "embed_dim": settings.embed_dim, "labels": settings.to_dict()["label_values"],
+            "seed": settings.seed,
+            "plans_sha256": sha256_of_file(join(ctx.preprocessed_folder, ctx.plans_identifier + ".json")),
+        },
+    }, path)
+    return path

@@ -1,0 +1,179 @@
+"""One ``polycl_pretrain`` run in two phases: :func:`prepare` validates everything and writes nothing;
+:func:`execute` creates the output folder, trains (or continues) and writes the final weights."""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from os.path import isfile, join
+from typing import Sequence
+
+import torch
+
+from nnunet_polycl.checkpoint import atomic_torch_save, atomic_write_json, load_checkpoint, seed_everything
+from nnunet_polycl.heads import ContrastiveEncoder
+from nnunet_polycl.network import PlansContext, build_plans_network, encoder_of, load_plans_context
+from nnunet_polycl.paths import (
+    PRETRAINED_WEIGHTS_FILE,
+    PRETRAINING_CONFIG_FILE,
+    STRATEGIES,
+    PolyCLUserError,
+    default_pretraining_folder,
+    resolve_dataset_name,
+)
+from nnunet_polycl.pretraining.loop import (
+    FINAL_CHECKPOINT,
+    LATEST_CHECKPOINT,
+    checkpoint_dict,
+    new_state,
+    restore_state,
+    train,
+)
+from nnunet_polycl.pretraining.outputs import (
+    check_output_folder,
+    config_record,
+    remove_run_files,
+    write_pretrained_weights,
+)
+from nnunet_polycl.pretraining.progress import RunLog
+from nnunet_polycl.pretraining.settings import PretrainSettings, check_resumable
+from nnunet_polycl.pretraining.slice_data import default_num_workers
+from nnunet_polycl.pretraining.task import PretrainingTask, build_task
+from nnunet_polycl.slice_index import SliceIndex, build_slice_index, resolve_labels
+from nnunet_polycl.splits import parse_fold, training_cases
+
+
+@dataclass
+class PreparedRun:
+    """A validated run: everything needed to start writing."""
+
+    settings: PretrainSettings
+    ctx: PlansContext
+    train_ids: list[str]
+    val_ids: list[str]
+    index: SliceIndex
+    task: PretrainingTask
+    folder: str
+    device: torch.device
+    overwrite: bool
+    resume: dict | None = None
+    resume_file: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        """--c on a run that already has all requested epochs and its final outputs."""
+        return (self.resume is not None and self.resume["epoch"] >= self.settings.epochs
+                and isfile(join(self.folder, FINAL_CHECKPOINT)) and isfile(join(self.folder, PRETRAINED_WEIGHTS_FILE)))
+
+
+def resolve_device(name: str) -> torch.device:
+    """``torch.device`` for -device, with a clear error when the accelerator is not available."""
+    if name == "cuda" and not torch.cuda.is_available():
+        build = "built without CUDA" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, no GPU visible"
+        raise PolyCLUserError(f"-device cuda was asked for, but CUDA is not available here (torch {torch.__version__}, "
+                              f"{build}). Use -device cpu (much slower), or run on a machine with an NVIDIA GPU.")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise PolyCLUserError("-device mps was asked for, but MPS (Apple GPU) is not available here. Use -device cpu.")
+    if name not in ("cuda", "cpu", "mps"):
+        raise PolyCLUserError(f"Unknown device {name!r}: use cuda, cpu or mps.")
+    return torch.device(name)
+
+
+def _check_numbers(epochs: int, batch_size: int, lr: float, temperature: float | None, embed_dim: int,
+                   slice_fraction: float, num_workers: int | None) -> None:
+    problems = [text for bad, text in (
+        (epochs < 1, f"--epochs must be >= 1 (got {epochs})"),
+        (batch_size < 1, f"--batch-size must be >= 1 (got {batch_size})"),
+        (not (math.isfinite(lr) and lr > 0), f"--lr must be a positive number (got {lr})"),
+        (temperature is not None and not (math.isfinite(temperature) and temperature > 0),
+         f"--temperature must be a positive number (got {temperature})"),
+        (embed_dim < 1, f"--embed-dim must be >= 1 (got {embed_dim})"),
+        (not 0 < slice_fraction <= 1, f"--slice-fraction must be in (0, 1] (got {slice_fraction}; 0.3 = middle 30%)"),
+        (num_workers is not None and num_workers < 0, f"--num-workers must be >= 0 (got {num_workers})"),
+    ) if bad]
+    if problems:
+        raise PolyCLUserError("; ".join(problems) + ".")
+
+
+def _resume_checkpoint(folder: str, settings: PretrainSettings) -> tuple[dict | None, str | None]:
+    """The checkpoint --c continues from (latest, else final), checked against ``settings``; (None, None) if none."""
+    for name in (LATEST_CHECKPOINT, FINAL_CHECKPOINT):
+        path = join(folder, name)
+        if isfile(path):
+            ckpt = load_checkpoint(path)
+            missing = [k for k in ("epoch", "model", "optimizer", "scheduler", "history", "rng", "settings")
+                       if k not in ckpt]
+            if missing:
+                raise PolyCLUserError(f"{path} is not a polycl_pretrain checkpoint (missing {missing}). Start again "
+                                      f"with --overwrite.")
+            check_resumable(ckpt["settings"], settings, path)
+            return ckpt, path
+    return None, None
+
+
+def prepare(dataset: str | int, plans_identifier: str, configuration: str, fold: int | str, strategy: str,
+            labels: Sequence[str | int] | None, epochs: int, batch_size: int, lr: float, temperature: float | None,
+            embed_dim: int, slice_fraction: float, device: str, continue_training: bool, seed: int,
+            num_workers: int | None, output_folder: str | None, overwrite: bool) -> PreparedRun:
+    """Validate all inputs and set the run up; writes nothing. Raises PolyCLUserError naming problem and fix."""
+    _check_numbers(epochs, batch_size, lr, temperature, embed_dim, slice_fraction, num_workers)
+    if strategy not in STRATEGIES:
+        raise PolyCLUserError(f"Unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}.")
+    if labels and strategy not in ("O", "M"):
+        raise PolyCLUserError(f"--label chooses the organ for strategies O and M; strategy {strategy} uses no labels. "
+                              f"Drop --label or use -s O / -s M.")
+    torch_device = resolve_device(device)
+    ctx = load_plans_context(resolve_dataset_name(dataset), plans_identifier, configuration)
+    fold = parse_fold(fold)
+    train_ids, val_ids = training_cases(ctx, fold, write_missing=False)
+    label_values = resolve_labels(ctx.dataset_json, labels)
+    index = build_slice_index(ctx, train_ids, label_values, slice_fraction)
+    settings = PretrainSettings(
+        ctx.dataset_name, plans_identifier, configuration, fold, strategy,
+        None if not labels else tuple(str(x) for x in labels), label_values, epochs, batch_size, lr,
+        float(temperature) if temperature is not None else 1.0 / batch_size, embed_dim, slice_fraction, seed,
+        default_num_workers() if num_workers is None else num_workers, device)
+    task = build_task(ctx, index, strategy, batch_size, settings.temperature, seed)
+    folder = os.path.abspath(output_folder or default_pretraining_folder(
+        ctx.dataset_name, strategy, plans_identifier, configuration, fold))
+    check_output_folder(folder, continue_training, overwrite)
+    run = PreparedRun(settings, ctx, train_ids, val_ids, index, task, folder, torch_device, overwrite)
+    if continue_training:
+        run.resume, run.resume_file = _resume_checkpoint(folder, settings)
+    return run
+
+
+def execute(run: PreparedRun) -> str:
+    """Create the output folder, train from scratch or from the checkpoint, write the final outputs."""
+    s = run.settings
+    if run.finished:
+        print(f"{run.folder} holds a finished run ({run.resume['epoch']} epochs); nothing to do. To train longer, "
+              f"pass --c with --epochs greater than {run.resume['epoch']}.", flush=True)
+        return run.folder
+    training_cases(run.ctx, s.fold)  # writes nnU-Net's split file when missing, pinning the split used here
+    os.makedirs(run.folder, exist_ok=True)
+    if run.overwrite:
+        remove_run_files(run.folder)
+    log = RunLog(run.folder)
+    atomic_write_json(config_record(s, run.ctx, run.train_ids, run.val_ids, len(run.index), len(run.task.sampler)),
+                      join(run.folder, PRETRAINING_CONFIG_FILE))
+    seed_everything(s.seed)
+    model = ContrastiveEncoder(encoder_of(build_plans_network(run.ctx)), s.embed_dim).to(run.device)
+    state = new_state(model, s.lr, len(run.task.sampler), run.device)
+    log(f"PolyCL-{s.strategy} pre-training of {s.dataset_name} ({s.plans_identifier}, {s.configuration}, fold "
+        f"{s.fold}): {len(run.train_ids)} training cases, {len(run.index)} slices ({int(run.index.organ.sum())} with "
+        f"the organ), {len(run.task.sampler)} batches of {s.batch_size} per epoch, device {run.device}, output "
+        f"{run.folder}")
+    if run.resume is not None:
+        restore_state(state, run.resume)
+        log(f"Continuing from {run.resume_file} after epoch {state.epoch}.")
+    try:
+        train(state, run.task, s, run.folder, log, run.device)
+    except PolyCLUserError as e:
+        log(f"ERROR: {e}")
+        raise
+    write_pretrained_weights(run.folder, run.ctx, {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()},
+                             s, state.epoch)
+    atomic_torch_save(checkpoint_dict(state, s), join(run.folder, FINAL_CHECKPOINT))
+    log(f"Finished {state.epoch} epochs. Encoder weights for fine-tuning: {join(run.folder, PRETRAINED_WEIGHTS_FILE)}")
+    return run.folder

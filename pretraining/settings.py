@@ -1,0 +1,58 @@
+"""Every setting of one pre-training run, as recorded in ``config.json`` and in the checkpoints."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from nnunet_polycl.paths import PolyCLUserError
+
+# Settings that may change when a run is continued with --c; all others define the run and must stay the same.
+RESUMABLE_CHANGES = ("epochs", "num_workers", "device")
+# The learning-rate schedule of the paper: cosine annealing with a warm restart every 10 epochs.
+RESTART_EVERY_EPOCHS = 10
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    """Resolved settings of a run (labels resolved to segmentation values, temperature to a number)."""
+
+    dataset_name: str
+    plans_identifier: str
+    configuration: str
+    fold: int | str
+    strategy: str
+    labels: tuple[str, ...] | None
+    label_values: tuple[int, ...] | None
+    epochs: int
+    batch_size: int
+    lr: float
+    temperature: float
+    embed_dim: int
+    slice_fraction: float
+    seed: int
+    num_workers: int
+    device: str
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for key in ("labels", "label_values"):
+            d[key] = None if d[key] is None else list(d[key])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PretrainSettings:
+        values = {f.name: d[f.name] for f in fields(cls)}
+        for key in ("labels", "label_values"):
+            values[key] = None if values[key] is None else tuple(values[key])
+        return cls(**values)
+
+
+def check_resumable(saved: dict, current: PretrainSettings, checkpoint_file: str) -> None:
+    """Raise a PolyCLUserError listing every run-defining setting that differs from the checkpoint's."""
+    now = current.to_dict()
+    changed = [f"{key}: checkpoint {saved.get(key)!r}, now {now[key]!r}" for key in now
+               if key not in RESUMABLE_CHANGES and saved.get(key) != now[key]]
+    if changed:
+        raise PolyCLUserError(
+            f"Cannot continue {checkpoint_file} with different settings ({'; '.join(changed)}). Pass the settings the "
+            f"run was started with (they are in config.json next to it), or start again with --overwrite."
+        )
