@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import multiprocessing
 from os.path import abspath, isfile
-from typing import Sequence, Union
+from typing import Iterator, Sequence, Union
 
 from batchgenerators.utilities.file_and_folder_operations import load_json
 from nnunetv2.configuration import default_num_processes
@@ -34,12 +34,21 @@ def load_dataset_json(dataset_json: Union[str, dict]) -> tuple[dict, str]:
     return content, dataset_json
 
 
+def _collect(results: Iterator[dict], total: int, progress: bool) -> list[dict]:
+    """Gather results behind a progress bar that is closed (its line finished) even when a case fails."""
+    with tqdm(total=total, desc="Evaluating cases", unit="case", disable=not progress) as bar:
+        collected = []
+        for result in results:
+            collected.append(result)
+            bar.update()
+    return collected
+
+
 def _run_jobs(jobs: list[CaseJob], num_processes: int, progress: bool) -> list[dict]:
-    bar = dict(total=len(jobs), desc="Evaluating cases", unit="case", disable=not progress)
     if num_processes <= 1 or len(jobs) == 1:
-        return [evaluate_case(job) for job in tqdm(jobs, **bar)]
+        return _collect(map(evaluate_case, jobs), len(jobs), progress)
     with multiprocessing.get_context("spawn").Pool(min(num_processes, len(jobs))) as pool:
-        return list(tqdm(pool.imap(evaluate_case, jobs), **bar))
+        return _collect(pool.imap(evaluate_case, jobs), len(jobs), progress)
 
 
 def evaluate_folders(ref_folder: str, pred_folder: str, dataset_json: Union[str, dict],
