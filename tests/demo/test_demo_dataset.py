@@ -1,0 +1,173 @@
+"""The synthetic demo dataset: deterministic, valid for nnU-Net, organ in part of every scan, never clobbers data."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnunet_polycl.demo import (
+    DEFAULT_NUM_SCANS,
+    case_identifier,
+    generate_scan,
+    make_demo_dataset,
+    organ_slice_counts,
+)
+from tests.conftest import DEMO_ID, run_cli, smoke_env
+
+SMALL = 6  # scans per dataset in the fast tests
+
+
+def read(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    image = sitk.ReadImage(str(path))
+    return sitk.GetArrayFromImage(image), image.GetSpacing()
+
+
+@pytest.fixture(scope="module")
+def demo_raw(tmp_path_factory) -> Path:
+    """A demo dataset with the default number of scans, written in-process into a fresh raw folder."""
+    raw = tmp_path_factory.mktemp("demo_raw")
+    return Path(make_demo_dataset(DEMO_ID, raw_folder=str(raw)).folder)
+
+
+def nnunet_folders(tmp_path: Path) -> dict[str, str]:
+    for sub in ("raw", "preprocessed", "results"):
+        (tmp_path / sub).mkdir(exist_ok=True)
+    return smoke_env(tmp_path)
+
+
+def test_same_seed_same_scan_other_seed_differs():
+    for index in range(3):
+        a, b, other = generate_scan(0, index), generate_scan(0, index), generate_scan(1, index)
+        assert a.image.dtype == np.int16 and a.label.dtype == np.uint8
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.label, b.label)
+        assert a.spacing == b.spacing
+        assert a.image.shape != other.image.shape or not np.array_equal(a.image, other.image)
+
+
+def test_scans_vary_and_stay_small():
+    scans = [generate_scan(0, i) for i in range(8)]
+    assert len({s.image.shape for s in scans}) > 1 and len({s.spacing for s in scans}) > 1
+    for s in scans:
+        nz, ny, nx = s.image.shape
+        assert 20 <= nz <= 32 and 48 <= ny <= 72 and 48 <= nx <= 72
+        assert 3.0 <= s.spacing[0] <= 5.0 and 1.5 <= s.spacing[1] == s.spacing[2] <= 2.0
+        assert s.image[:, 0, 0].max() < -900  # air in the corner
+        assert 30 < s.image[s.label > 0].mean() < 90  # liver-like HU
+        assert s.image.max() > 300  # bone
+
+
+def test_dataset_files_match_generator_and_nnunet_format(demo_raw):
+    meta = json.loads((demo_raw / "dataset.json").read_text())
+    assert meta["channel_names"] == {"0": "CT"} and meta["labels"] == {"background": 0, "liver": 1}
+    assert meta["numTraining"] == DEFAULT_NUM_SCANS and meta["file_ending"] == ".nii.gz"
+    assert len(list((demo_raw / "imagesTr").iterdir())) == len(list((demo_raw / "labelsTr").iterdir())) == 16
+    for index in (0, DEFAULT_NUM_SCANS - 1):
+        scan, case = generate_scan(0, index), case_identifier(index)
+        image, spacing = read(demo_raw / "imagesTr" / f"{case}_0000.nii.gz")
+        label, label_spacing = read(demo_raw / "labelsTr" / f"{case}.nii.gz")
+        np.testing.assert_array_equal(image, scan.image)
+        np.testing.assert_array_equal(label, scan.label)
+        assert spacing == label_spacing == pytest.approx(tuple(reversed(scan.spacing)))
+
+
+def test_nnunet_dataset_integrity_check_passes(demo_raw):
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
+    verify_dataset_integrity(str(demo_raw), num_processes=1)
+
+
+def test_every_scan_has_slices_with_and_without_the_organ(demo_raw):
+    for label_file in sorted((demo_raw / "labelsTr").iterdir()):
+        label, _ = read(label_file)
+        with_organ, without_organ = organ_slice_counts(label)
+        assert with_organ >= 3 and without_organ >= 2, label_file.name
+        assert set(np.unique(label)) == {0, 1}
+
+
+def test_same_seed_writes_identical_voxels(tmp_path):
+    first = Path(make_demo_dataset(DEMO_ID, SMALL, seed=3, raw_folder=str(tmp_path / "a")).folder)
+    second = Path(make_demo_dataset(DEMO_ID, SMALL, seed=3, raw_folder=str(tmp_path / "b")).folder)
+    other = Path(make_demo_dataset(DEMO_ID, SMALL, seed=4, raw_folder=str(tmp_path / "c")).folder)
+    name = f"{case_identifier(SMALL - 1)}_0000.nii.gz"
+    a, b, c = (read(folder / "imagesTr" / name)[0] for folder in (first, second, other))
+    np.testing.assert_array_equal(a, b)
+    assert a.shape != c.shape or not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("where", ["raw", "preprocessed", "results"])
+def test_cli_refuses_an_id_in_use_and_writes_nothing(tmp_path, where):
+    env = nnunet_folders(tmp_path)
+    existing = tmp_path / where / f"Dataset{DEMO_ID}_MyOwnData"
+    existing.mkdir()
+    (existing / "dataset.json").write_text("mine")
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+
+    proc = run_cli(["polycl_demo", "make-dataset", "-d", str(DEMO_ID), "--num-scans", str(SMALL)], env, check=False)
+    assert proc.returncode != 0
+    assert str(existing) in proc.stderr and "--overwrite" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+    assert (existing / "dataset.json").read_text() == "mine"
+
+
+def test_cli_overwrite_replaces_only_the_raw_dataset(tmp_path):
+    env = nnunet_folders(tmp_path)
+    old_raw = tmp_path / "raw" / f"Dataset{DEMO_ID}_MyOwnData"
+    old_raw.mkdir()
+    stale = tmp_path / "preprocessed" / f"Dataset{DEMO_ID}_PolyCLDemo"
+    stale.mkdir()
+    (stale / "nnUNetPlans.json").write_text("{}")
+
+    proc = run_cli(["polycl_demo", "make-dataset", "-d", str(DEMO_ID), "--num-scans", str(SMALL), "--overwrite"],
+                   env)
+    new = tmp_path / "raw" / f"Dataset{DEMO_ID}_PolyCLDemo"
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == [new.name]
+    assert len(list((new / "imagesTr").iterdir())) == SMALL
+    assert (stale / "nnUNetPlans.json").read_text() == "{}"
+    assert str(new) in proc.stdout and str(old_raw) in proc.stdout and str(stale) in proc.stdout
+    assert f"nnUNetv2_plan_and_preprocess -d {DEMO_ID} -c 2d" in proc.stdout
+
+
+def test_cli_without_nnunet_raw_explains_and_raw_flag_works(tmp_path):
+    env = {k: v for k, v in smoke_env(tmp_path).items() if k != "nnUNet_raw"}
+    proc = run_cli(["polycl_demo", "make-dataset"], env, check=False)
+    assert proc.returncode != 0
+    assert "nnUNet_raw" in proc.stderr and "--raw" in proc.stderr and "Traceback" not in proc.stderr
+    assert not any(tmp_path.iterdir())
+
+    run_cli(["polycl_demo", "make-dataset", "-d", "7", "--num-scans", "5", "--raw", str(tmp_path / "mine")], env)
+    assert len(list((tmp_path / "mine" / "Dataset007_PolyCLDemo" / "labelsTr").iterdir())) == 5
+
+
+@pytest.mark.parametrize("args, message", [(["--num-scans", "3"], "--num-scans 3"), (["-d", "1000"], "1000")])
+def test_invalid_arguments_are_refused(tmp_path, args, message):
+    proc = run_cli(["polycl_demo", "make-dataset", *args], nnunet_folders(tmp_path), check=False)
+    assert proc.returncode != 0 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert not any((tmp_path / "raw").iterdir())
+
+
+@pytest.mark.e2e
+def test_preprocessed_demo_has_one_2d_case_per_scan_with_64x64_patches(preprocessed_demo):
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+    plans = json.loads((preprocessed_demo / "nnUNetPlans.json").read_text())["configurations"]["2d"]
+    assert plans["patch_size"] == [64, 64]
+    folder = preprocessed_demo / "nnUNetPlans_2d"
+    cases = sorted(p.name[:-len(".b2nd")] for p in folder.glob("*.b2nd") if not p.name.endswith("_seg.b2nd"))
+    assert cases == [case_identifier(i) for i in range(DEFAULT_NUM_SCANS)]
+    dataset = infer_dataset_class(str(folder))(str(folder))
+    for case in cases[:4]:
+        data, seg, _, _ = dataset.load_case(case)
+        has_organ = (np.asarray(seg[0]) > 0).reshape(seg.shape[1], -1).any(axis=1)
+        assert has_organ.any() and not has_organ.all(), case
+        assert data.shape[2:] == seg.shape[2:] and max(data.shape[2:]) <= 80
+
+
+def test_no_leftover_temporary_folders(demo_raw):
+    assert [p.name for p in demo_raw.parent.iterdir()] == [demo_raw.name]
+    assert os.listdir(demo_raw) and not any(p.startswith(".") for p in os.listdir(demo_raw.parent))
