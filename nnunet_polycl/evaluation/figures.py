@@ -1,0 +1,95 @@
+"""Fig. 4 of the paper from repeated runs: metrics against the number of labelled cases k, one line per method.
+
+Each point is the mean over runs of the per-run means (runs averaged over their cases first), the error bar the
+sample std over runs (none with a single run). Runs whose k is not a number (None = all labelled cases, the paper's
+full-data reference) are drawn as a dashed horizontal line in the method's colour.
+"""
+from __future__ import annotations
+
+from os.path import splitext
+from typing import Sequence
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from nnunet_polycl.evaluation.files import refuse_overwrite, save_figure_atomic, write_json_atomic
+from nnunet_polycl.evaluation.reports import METRIC_TITLES
+from nnunet_polycl.evaluation.runs import k_sort_key, ordered_methods, over_runs, run_means
+
+FIGURE_METRICS = ("dice", "hd95")
+
+
+def _is_number(k) -> bool:
+    return isinstance(k, (int, float)) and not isinstance(k, bool)
+
+
+def curve_points(rows: Sequence[dict], metrics: Sequence[str] = FIGURE_METRICS,
+                 baseline: str = "baseline") -> list[dict]:
+    """``[{method, label, metric, k, mean, std, n_runs}]``: one point per method, label, metric and k (numbers
+    ascending, then the rest), over the runs where the metric is defined."""
+    runs = run_means(rows, metrics)
+    points = []
+    for method in ordered_methods(rows, baseline):
+        for label in dict.fromkeys(e["label"] for e in runs):
+            group = [e for e in runs if e["method"] == method and e["label"] == label]
+            for metric in metrics:
+                for k in sorted({e["k"] for e in group}, key=k_sort_key):
+                    stats = over_runs([e for e in group if e["k"] == k], metric)
+                    if stats["mean"] is not None:
+                        points.append(dict(method=method, label=label, metric=metric, k=k, mean=stats["mean"],
+                                           std=stats["std"], n_runs=stats["n"]))
+    return points
+
+
+def _draw_panel(ax, points: list[dict], methods: list[str], title: str) -> None:
+    for i, method in enumerate(methods):
+        color = f"C{i}"
+        on_axis = [p for p in points if p["method"] == method and _is_number(p["k"])]
+        if on_axis:
+            ax.errorbar([p["k"] for p in on_axis], [p["mean"] for p in on_axis],
+                        yerr=[p["std"] or 0.0 for p in on_axis], marker="o", capsize=3, color=color, label=method)
+        for p in (p for p in points if p["method"] == method and not _is_number(p["k"])):
+            ax.axhline(p["mean"], linestyle="--", color=color, alpha=0.7,
+                       label=f"{method}, {'all cases' if p['k'] is None else p['k']}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("labelled training cases k")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+
+
+def _draw(points: list[dict], metrics: Sequence[str]) -> Figure:
+    """A pyplot-free Figure (rendered with Agg, no global state, nothing to close): rows = labels, columns =
+    metrics."""
+    labels = list(dict.fromkeys(p["label"] for p in points))
+    methods = list(dict.fromkeys(p["method"] for p in points))
+    fig = Figure(figsize=(5.5 * len(metrics), 3.8 * len(labels)))
+    axes = fig.subplots(len(labels), len(metrics), squeeze=False)
+    for row, label in enumerate(labels):
+        for col, metric in enumerate(metrics):
+            title = METRIC_TITLES.get(metric, metric)
+            _draw_panel(axes[row][col], [p for p in points if p["label"] == label and p["metric"] == metric],
+                        methods, f"{label}: {title}, mean ± std over runs")
+            axes[row][col].set_ylabel(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_against_k(rows: Sequence[dict], output_png: str, metrics: Sequence[str] = FIGURE_METRICS,
+                   baseline: str = "baseline", overwrite: bool = False) -> dict:
+    """Draw the metrics against k (one panel per label and metric, one line per method, std error bars) into
+    ``output_png`` and every plotted number (``curve_points``) into the ``.json`` beside it; returns
+    ``{metrics, points, files}``.
+
+    Raises:
+        ValueError: empty or incomplete rows, or no run with a numeric k.
+        PolyCLUserError: an output exists and ``overwrite`` is False.
+    """
+    paths = {"png": output_png, "json": splitext(output_png)[0] + ".json"}
+    refuse_overwrite(paths.values(), overwrite)
+    points = curve_points(rows, metrics, baseline)
+    if not any(_is_number(p["k"]) for p in points):
+        raise ValueError("no run has a numeric k (number of labelled cases) with a defined metric: nothing to plot")
+    save_figure_atomic(_draw(points, metrics), paths["png"])
+    write_json_atomic(paths["json"], {"metrics": list(metrics), "points": points})
+    return {"metrics": list(metrics), "points": points, "files": paths}
