@@ -1,0 +1,157 @@
+"""Table 1 and Fig. 4 reports over repeated runs: aggregation order, p-values against scipy, files a user opens."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from matplotlib.image import imread
+from PIL import Image
+from scipy import stats
+
+from nnunet_polycl.evaluation import (
+    evaluate_folders,
+    method_table,
+    plot_against_k,
+    summary_rows,
+    write_method_table,
+)
+from nnunet_polycl.evaluation.reports import table_markdown
+from nnunet_polycl.paths import PolyCLUserError
+
+METHODS = ("baseline", "simclr", "O")
+
+
+def synthetic_rows(seeds=(0, 1, 2), ks=(2, 5, None), cases=4, seed=0) -> list[dict]:
+    """Runs where method O is better than the baseline by about 0.05 Dice, simclr equal up to noise."""
+    rng = np.random.default_rng(seed)
+    gain = {"baseline": 0.0, "simclr": 0.0, "O": 0.05}
+    rows = []
+    for method in METHODS:
+        for s in seeds:
+            for k in ks:
+                for c in range(cases):
+                    dice = 0.7 + gain[method] + 0.01 * (k or 8) + 0.02 * rng.standard_normal()
+                    rows.append(dict(method=method, seed=s, k=k, case=f"case_{c}", label="liver", dice=dice,
+                                     hd=30 * (1 - dice), hd95=15 * (1 - dice)))
+    return rows
+
+
+def entry(table: dict, method: str, k=None, label: str = "liver") -> dict:
+    return next(e for e in table["rows"] if (e["method"], e["k"], e["label"]) == (method, k, label))
+
+
+def test_runs_are_averaged_over_cases_first_then_over_runs():
+    rows = [dict(method="baseline", seed=0, k=None, case="a", label="liver", dice=0.5, hd=4.0, hd95=2.0),
+            dict(method="baseline", seed=0, k=None, case="b", label="liver", dice=0.7, hd=None, hd95=None),
+            dict(method="baseline", seed=1, k=None, case="a", label="liver", dice=0.8, hd=6.0, hd95=3.0)]
+    dice = entry(method_table(rows), "baseline")["metrics"]["dice"]
+    assert dice["mean"] == pytest.approx((0.6 + 0.8) / 2)  # not the pooled (0.5 + 0.7 + 0.8) / 3
+    assert dice["std"] == pytest.approx(np.std([0.6, 0.8], ddof=1))
+    hd = entry(method_table(rows), "baseline")["metrics"]["hd"]
+    assert (hd["mean"], hd["n_runs"]) == (pytest.approx(5.0), 2)  # the undefined HD of case b is left out
+
+
+def paired_dice(rows: list[dict], method: str, pair_by: str, k=5) -> list[float]:
+    """The documented pairing, written out: sorted by (seed, case), or one mean per seed."""
+    chosen = [r for r in rows if r["method"] == method and r["k"] == k]
+    if pair_by == "case":
+        return [r["dice"] for r in sorted(chosen, key=lambda r: (r["seed"], r["case"]))]
+    return [np.mean([r["dice"] for r in chosen if r["seed"] == s]) for s in sorted({r["seed"] for r in chosen})]
+
+
+@pytest.mark.parametrize("pair_by", ["case", "run"])
+def test_p_values_are_scipys_on_the_documented_pairs(pair_by):
+    rows = synthetic_rows()
+    table = method_table(rows, pair_by=pair_by)
+    for method in ("simclr", "O"):
+        x, y = paired_dice(rows, method, pair_by), paired_dice(rows, "baseline", pair_by)
+        test = entry(table, method, 5)["metrics"]["dice"]["vs_baseline"]
+        assert test["n_pairs"] == (12 if pair_by == "case" else 3)
+        assert test["wilcoxon_p"] == pytest.approx(stats.wilcoxon(x, y).pvalue)
+        assert test["ttest_p"] == pytest.approx(stats.ttest_rel(x, y).pvalue)
+    if pair_by == "case":  # 12 pairs detect the 0.05 Dice gain of method O
+        assert entry(table, "O", 5)["metrics"]["dice"]["vs_baseline"]["ttest_p"] < 0.01
+    assert entry(table, "baseline", 5)["metrics"]["dice"]["vs_baseline"] is None
+
+
+def test_too_few_pairs_give_n_a_not_nan():
+    table = method_table(synthetic_rows(seeds=(0,), cases=2), pair_by="case")
+    test = entry(table, "O", 2)["metrics"]["hd95"]["vs_baseline"]
+    assert (test["n_pairs"], test["wilcoxon_p"], test["ttest_p"]) == (2, None, None)
+    assert "n/a" in test["note"] and "n/a (only 2 pairs" in table_markdown(table)
+
+
+def test_table_files_have_a_row_per_method_with_finite_numbers(tmp_path):
+    table = write_method_table(synthetic_rows(ks=(None,)), str(tmp_path))
+    md = (tmp_path / "table1.md").read_text()
+    assert [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ")][1:] == list(METHODS)
+    with open(tmp_path / "table1.csv") as f:
+        lines = list(csv.DictReader(f))
+    assert [r["method"] for r in lines] == list(METHODS)
+    for r in lines:
+        assert all(math.isfinite(float(r[f"{m}_mean"])) and float(r[f"{m}_std"]) > 0 for m in ("dice", "hd", "hd95"))
+    assert all(r["dice_p_wilcoxon"] and r["dice_p_ttest"] for r in lines if r["method"] != "baseline")
+    saved = json.loads((tmp_path / "table1.json").read_text())
+    assert saved["rows"] == json.loads(json.dumps(table["rows"]))
+    assert len(saved["runs"]) == len(METHODS) * 3
+    with pytest.raises(PolyCLUserError, match="already exists"):
+        write_method_table(synthetic_rows(), str(tmp_path))
+
+
+def test_figure_is_a_valid_png_with_its_numbers_in_json(tmp_path):
+    png = tmp_path / "fig4.png"
+    result = plot_against_k(synthetic_rows(), str(png))
+    with Image.open(png) as image:
+        image.verify()
+    pixels = imread(png)
+    assert pixels.ndim == 3 and pixels.shape[0] > 200 and pixels[..., :3].std() > 0.05
+    saved = json.loads((tmp_path / "fig4.json").read_text())
+    assert saved["points"] == json.loads(json.dumps(result["points"]))
+    by_key = {(p["method"], p["metric"], p["k"]): p for p in saved["points"]}
+    assert set(by_key) == {(m, metric, k) for m in METHODS for metric in ("dice", "hd95") for k in (2, 5, None)}
+    assert all(p["n_runs"] == 3 and math.isfinite(p["mean"]) and p["std"] > 0 for p in saved["points"])
+    assert by_key[("O", "dice", 5)]["mean"] > by_key[("baseline", "dice", 5)]["mean"]
+
+
+def test_bad_rows_are_refused_with_value_errors(tmp_path):
+    rows = synthetic_rows()
+    with pytest.raises(ValueError, match="lacks \\['hd95'\\]"):
+        method_table([{k: v for k, v in rows[0].items() if k != "hd95"}])
+    with pytest.raises(ValueError, match="baseline method 'unet'"):
+        method_table(rows, baseline="unet")
+    with pytest.raises(ValueError, match="pair_by"):
+        method_table(rows, pair_by="slice")
+    with pytest.raises(ValueError, match="numeric k"):
+        plot_against_k(synthetic_rows(ks=(None,)), str(tmp_path / "f.png"))
+
+
+def test_reports_from_polycl_evaluate_summaries(tmp_path):
+    """The runner's path: evaluate each run's predictions, turn the summaries into rows, build the table."""
+    reference = np.zeros((12, 20, 20), dtype=np.uint8)
+    reference[3:9, 5:15, 5:15] = 1
+    (tmp_path / "ref").mkdir()
+    dj = tmp_path / "dataset.json"
+    dj.write_text(json.dumps({"labels": {"background": 0, "liver": 1}, "file_ending": ".nii.gz"}))
+    rows = []
+    for method, shift in (("baseline", 2), ("O", 0)):
+        for seed in range(3):
+            pred_dir = tmp_path / f"{method}_{seed}"
+            pred_dir.mkdir()
+            for case in range(2):
+                for folder, array in ((tmp_path / "ref", reference),
+                                      (pred_dir, np.roll(reference, shift * (1 + seed % 2 * case), axis=2))):
+                    image = sitk.GetImageFromArray(array)
+                    image.SetSpacing((0.7, 0.7, 2.0))
+                    sitk.WriteImage(image, str(folder / f"case_{case}.nii.gz"))
+            summary = evaluate_folders(str(tmp_path / "ref"), str(pred_dir), str(dj), num_processes=1,
+                                       progress=False)
+            rows += summary_rows(summary, method=method, seed=seed, k=None)
+    table = method_table(rows)
+    perfect = entry(table, "O")["metrics"]
+    assert (perfect["dice"]["mean"], perfect["hd"]["mean"]) == (1.0, 0.0)
+    assert entry(table, "baseline")["metrics"]["hd"]["mean"] > 2 * 0.7 - 1e-6
+    assert perfect["dice"]["vs_baseline"]["n_pairs"] == 6
