@@ -13,7 +13,7 @@ array axis, in the same axis order as the array; nnU-Net's readers return it tha
 - HD95 = max(q95 d(R -> P), q95 d(P -> R)), q95 being the 95th percentile with linear interpolation (numpy's
   default, ``torch.quantile``'s too): the larger of the two directed 95th percentiles. This is what
   ``monai.metrics.compute_hausdorff_distance(..., percentile=95)`` computes. It differs from medpy's ``hd95`` (the
-  95th percentile of the union of both directed sets), which is never larger.
+  95th percentile of the union of both directed sets), which is usually a little smaller.
 
 Empty masks (no crash, no NaN/inf returned; callers count these cases apart instead of averaging them):
 

@@ -35,6 +35,7 @@ class CaseJob:
     reader: BaseReaderWriter
     labels: dict[str, LabelOrRegion]
     ignore_label: int | None
+    declared_values: tuple[int, ...]
 
 
 def _case_ids(folder: str, file_ending: str, side: str) -> list[str]:
@@ -77,10 +78,11 @@ def pair_cases(ref_folder: str, pred_folder: str, file_ending: str, intersection
 
 
 def case_jobs(pairing: CasePairing, ref_folder: str, pred_folder: str, file_ending: str, reader: BaseReaderWriter,
-              labels: dict[str, LabelOrRegion], ignore_label: int | None) -> list[CaseJob]:
-    """One job per paired case."""
+              labels: dict[str, LabelOrRegion], ignore_label: int | None,
+              declared_values: tuple[int, ...]) -> list[CaseJob]:
+    """One job per paired case; ``declared_values`` are the label values dataset.json declares (ignore included)."""
     return [CaseJob(c, join(ref_folder, c + file_ending), join(pred_folder, c + file_ending), reader, labels,
-                    ignore_label) for c in pairing.cases]
+                    ignore_label, declared_values) for c in pairing.cases]
 
 
 def _read(reader: BaseReaderWriter, path: str, case: str) -> tuple[np.ndarray, np.ndarray]:
@@ -91,14 +93,26 @@ def _read(reader: BaseReaderWriter, path: str, case: str) -> tuple[np.ndarray, n
     return seg[0], np.asarray(props["spacing"], dtype=float)
 
 
+def _check_values(seg: np.ndarray, job: CaseJob, side: str, path: str) -> None:
+    unknown = np.setdiff1d(np.unique(seg), job.declared_values)
+    if unknown.size:
+        values = [int(v) if float(v).is_integer() else float(v) for v in unknown]
+        raise PolyCLUserError(f"Case {job.case}: the {side} {path} holds label values {values} that "
+                              f"dataset.json does not declare (declared: {list(job.declared_values)}). Use the "
+                              f"dataset.json of the dataset these segmentations belong to.")
+
+
 def evaluate_case(job: CaseJob) -> dict:
     """Metrics of every label of one case: ``{case, reference_file, prediction_file, shape, spacing, metrics}``.
 
     Raises:
-        PolyCLUserError: the two files differ in shape or spacing (the message names the case).
+        PolyCLUserError: the two files differ in shape or spacing, or hold label values dataset.json does not
+            declare (the message names the case).
     """
     ref, ref_spacing = _read(job.reader, job.reference_file, job.case)
     pred, pred_spacing = _read(job.reader, job.prediction_file, job.case)
+    _check_values(ref, job, "reference", job.reference_file)
+    _check_values(pred, job, "prediction", job.prediction_file)
     if ref.shape != pred.shape:
         raise PolyCLUserError(f"Case {job.case}: the prediction has shape {pred.shape} but the reference has "
                               f"{ref.shape} ({job.prediction_file} vs {job.reference_file}). Predictions must be on "

@@ -80,18 +80,21 @@ def evaluate_folders(ref_folder: str, pred_folder: str, dataset_json: Union[str,
     """
     content, source = load_dataset_json(dataset_json)
     selected = select_labels(content, labels, source)
-    ignore_label = label_manager(content, source).ignore_label
+    manager = label_manager(content, source)
+    declared = tuple(int(v) for v in manager.all_labels) + (() if manager.ignore_label is None
+                                                             else (int(manager.ignore_label),))
     if output_folder is not None:
         summary_paths(output_folder, overwrite)
     file_ending = content["file_ending"]
     pairing = pair_cases(ref_folder, pred_folder, file_ending, intersection)
     reader = determine_reader_writer_from_dataset_json(content, f"{ref_folder}/{pairing.cases[0]}{file_ending}",
                                                        verbose=False)()
-    per_case = _run_jobs(case_jobs(pairing, ref_folder, pred_folder, file_ending, reader, selected, ignore_label),
-                         num_processes, progress)
+    jobs = case_jobs(pairing, ref_folder, pred_folder, file_ending, reader, selected, manager.ignore_label,
+                     declared)
+    per_case = _run_jobs(jobs, num_processes, progress)
     aggregates = {label: aggregate_label(per_case, label) for label in selected}
     summary = dict(reference_folder=abspath(ref_folder), prediction_folder=abspath(pred_folder),
-                   file_ending=file_ending, labels=selected, ignore_label=ignore_label, definitions=DEFINITIONS,
+                   file_ending=file_ending, labels=selected, ignore_label=manager.ignore_label, definitions=DEFINITIONS,
                    cases=pairing.cases, missing_in_prediction=pairing.missing_in_prediction,
                    missing_in_reference=pairing.missing_in_reference, metric_per_case=per_case,
                    aggregates=aggregates, foreground_mean=foreground_mean(aggregates))

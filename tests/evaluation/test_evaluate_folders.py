@@ -17,6 +17,7 @@ from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
 from nnunet_polycl.evaluation import evaluate_folders, summary_rows
 from nnunet_polycl.evaluation.cli import evaluate_entry
+from nnunet_polycl.metrics import mask_metrics
 from nnunet_polycl.paths import PolyCLUserError
 
 SITK_SPACING = (0.8, 1.5, 3.0)  # x, y, z: array axes (z, y, x) have spacing (3.0, 1.5, 0.8)
@@ -150,6 +151,7 @@ def test_missing_case_is_listed_and_intersection_evaluates_the_rest(folders, cap
     ("shape", ["case_002", "shape"]),
     ("spacing", ["case_001", "spacing"]),
     ("label", ["spleen", "liver=1", "tumor=2"]),
+    ("undeclared_value", ["case_003", "label values [3", "does not declare"]),
     ("dataset_json", ["dataset.json", "does not exist"]),
 ])
 def test_bad_input_gives_a_clear_error_without_traceback(folders, capsys, problem, expected):
@@ -158,6 +160,8 @@ def test_bad_input_gives_a_clear_error_without_traceback(folders, capsys, proble
         write_seg(np.zeros((16, 24, 20)), folders["pred"] / "case_002.nii.gz")
     elif problem == "spacing":
         write_seg(liver(), folders["pred"] / "case_001.nii.gz", spacing=(0.8, 1.5, 2.5))
+    elif problem == "undeclared_value":
+        write_seg(with_tumor(liver(), value=3), folders["pred"] / "case_003.nii.gz")
     elif problem == "label":
         extra = ["--labels", "liver", "spleen"]
     else:
@@ -180,3 +184,15 @@ def test_existing_summaries_are_kept_unless_overwrite(folders):
                              labels=["liver"], num_processes=1, overwrite=True, progress=False)
     assert list(again["aggregates"]) == ["liver"] and list(first["aggregates"]) == ["liver", "tumor"]
     assert sorted(p.name for p in folders["out"].iterdir()) == ["summary.csv", "summary.json", "summary.md"]
+
+
+def test_regions_are_evaluated_as_unions_of_labels(folders):
+    regions = {"labels": {"background": 0, "liver_and_tumor": [1, 2], "tumor": 2}, "regions_class_order": [1, 2],
+               "file_ending": ".nii.gz"}
+    summary = evaluate_folders(str(folders["ref"]), str(folders["pred"]), regions, num_processes=1, progress=False)
+    assert summary["labels"] == {"liver_and_tumor": (1, 2), "tumor": 2}
+    case_001 = next(c for c in summary["metric_per_case"] if c["case"] == "case_001")["metrics"]
+    ref, pred = CASES["case_001"][:2]
+    union = mask_metrics(ref > 0, pred > 0, (3.0, 1.5, 0.8))
+    assert case_001["liver_and_tumor"]["dice"] == pytest.approx(union.dice)
+    assert case_001["liver_and_tumor"]["hd95"] == pytest.approx(union.hd95)
