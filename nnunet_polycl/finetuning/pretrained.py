@@ -1,0 +1,165 @@
+"""Find, read, check and load the encoder weights that ``polycl_pretrain`` wrote.
+
+The weights file is ``{'network_weights': <full network state_dict>, 'polycl': {<pre-training settings>}}`` at
+``nnunet_polycl.paths.default_pretraining_folder(...)/pretrained_weights.pth``. Users whose pre-training lives
+elsewhere point :data:`OVERRIDE_VARIABLE` at the file instead.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from os.path import abspath, isfile, join
+from typing import Any
+
+import torch
+from torch import nn
+
+from nnunet_polycl.network import encoder_of, mismatched_keys
+from nnunet_polycl.paths import PRETRAINED_WEIGHTS_FILE, Fold, PolyCLUserError, default_pretraining_folder
+
+OVERRIDE_VARIABLE = "POLYCL_PRETRAINED_WEIGHTS"
+DEFAULT_SOURCE = "default location"
+ENCODER_PREFIX = "encoder."
+MAX_LISTED_MISMATCHES = 20
+
+
+@dataclass(frozen=True)
+class PretrainingTarget:
+    """What the fine-tuning run needs: the pre-training of this dataset / plans / configuration / fold / strategy."""
+
+    dataset_name: str
+    plans_identifier: str
+    configuration: str
+    fold: Fold
+    strategy: str
+
+    def pretrain_command(self) -> str:
+        """The ``polycl_pretrain`` command that writes the weights this run looks for."""
+        return (f"polycl_pretrain -d {self.dataset_name} -p {self.plans_identifier} -c {self.configuration} "
+                f"-f {self.fold} -s {self.strategy}")
+
+
+@dataclass(frozen=True)
+class PretrainedWeights:
+    """A read weights file: where it came from, its checksum, its pre-training settings and its tensors."""
+
+    path: str
+    source: str
+    sha256: str
+    meta: dict[str, Any]
+    network_weights: dict[str, torch.Tensor]
+
+    def record(self) -> dict[str, Any]:
+        """What the fine-tuning run records about the file (log, json, checkpoints)."""
+        meta = json.loads(json.dumps(self.meta, default=str))  # plain JSON types (numpy scalars -> str)
+        return {"path": self.path, "source": self.source, "sha256": self.sha256,
+                "strategy": meta.get("strategy"), "pretraining_epochs": meta.get("epochs"), "pretraining": meta}
+
+
+def locate_pretrained_weights(target: PretrainingTarget) -> tuple[str, str]:
+    """Path of the weights file and how it was found (``$POLYCL_PRETRAINED_WEIGHTS`` or the default location).
+
+    Raises:
+        PolyCLUserError: the override names no file, or nothing was pre-trained at the default location.
+    """
+    override = os.environ.get(OVERRIDE_VARIABLE)
+    if override:
+        if not isfile(override):
+            raise PolyCLUserError(
+                f"{OVERRIDE_VARIABLE}={override} does not name an existing file. Point it at a pretrained_weights.pth "
+                f"written by polycl_pretrain, or unset it to use the default location "
+                f"{join(default_pretraining_folder(target.dataset_name, target.strategy, target.plans_identifier, target.configuration, target.fold), PRETRAINED_WEIGHTS_FILE)}."
+            )
+        return abspath(override), OVERRIDE_VARIABLE
+    folder = default_pretraining_folder(target.dataset_name, target.strategy, target.plans_identifier,
+                                        target.configuration, target.fold)
+    path = join(folder, PRETRAINED_WEIGHTS_FILE)
+    if not isfile(path):
+        raise PolyCLUserError(
+            f"No PolyCL pre-trained weights found at {path}. This trainer fine-tunes a pre-trained encoder and never "
+            f"starts from random weights silently. Pre-train first with:\n    {target.pretrain_command()}\n"
+            f"or set {OVERRIDE_VARIABLE}=/path/to/pretrained_weights.pth if your pre-training lives elsewhere "
+            f"(use the ..._Baseline trainer variants for a random initialisation)."
+        )
+    return path, DEFAULT_SOURCE
+
+
+def file_sha256(path: str) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_pretrained_weights(path: str, source: str = DEFAULT_SOURCE) -> PretrainedWeights:
+    """Load a ``pretrained_weights.pth`` on the CPU and check its structure.
+
+    Like nnU-Net's ``-pretrained_weights``, the file is trusted (full unpickling): only load files you made.
+
+    Raises:
+        PolyCLUserError: the file cannot be unpickled, or lacks ``network_weights`` / ``polycl``.
+    """
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises many types for truncated / foreign files; all mean "unreadable"
+        first_line = str(e).splitlines()[0] if str(e) else ""
+        raise PolyCLUserError(
+            f"Pre-trained weights file {path} cannot be read ({type(e).__name__}: {first_line}). It is truncated, "
+            f"corrupted or not a PyTorch file. Run polycl_pretrain again (it rewrites the file) or point "
+            f"{OVERRIDE_VARIABLE} at an intact copy."
+        ) from None
+    if not isinstance(content, dict) or not isinstance(content.get("network_weights"), dict) \
+            or not isinstance(content.get("polycl"), dict):
+        found = sorted(content) if isinstance(content, dict) else type(content).__name__
+        raise PolyCLUserError(
+            f"{path} is not a PolyCL pre-training output: expected a dict with 'network_weights' and 'polycl', found "
+            f"{found}. Use the pretrained_weights.pth that polycl_pretrain writes."
+        )
+    return PretrainedWeights(path, source, file_sha256(path), content["polycl"], content["network_weights"])
+
+
+def check_pretraining_settings(weights: PretrainedWeights, target: PretrainingTarget) -> None:
+    """The file must come from a pre-training with this run's plans, configuration, fold and strategy.
+
+    Raises:
+        PolyCLUserError: naming each differing setting with both values.
+    """
+    wanted = {"plans_identifier": target.plans_identifier, "configuration": target.configuration,
+              "fold": target.fold, "strategy": target.strategy}
+    diffs = [f"{key}: pre-training {weights.meta.get(key)!r}, this fine-tuning {value!r}"
+             for key, value in wanted.items() if str(weights.meta.get(key)) != str(value)]
+    if diffs:
+        raise PolyCLUserError(
+            f"The pre-trained weights {weights.path} were made with other settings than this fine-tuning run:\n    "
+            + "\n    ".join(diffs)
+            + f"\nPre-train with the same settings:\n    {target.pretrain_command()}\n(or pick the trainer variant of "
+              f"the file's strategy, e.g. nnUNetTrainerPolyCL_S for strategy S)."
+        )
+
+
+def encoder_weights(weights: PretrainedWeights, network: nn.Module) -> dict[str, torch.Tensor]:
+    """The encoder part of the file, after checking every encoder key and shape of ``network`` against it.
+
+    Raises:
+        PolyCLUserError: listing the missing keys and differing shapes.
+    """
+    expected = {ENCODER_PREFIX + k: v for k, v in encoder_of(network).state_dict().items()}
+    problems = mismatched_keys(expected, weights.network_weights)
+    if problems:
+        shown = problems[:MAX_LISTED_MISMATCHES]
+        more = f"\n    ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
+        raise PolyCLUserError(
+            f"The encoder in {weights.path} does not fit this network ({len(problems)} mismatches):\n    "
+            + "\n    ".join(shown) + more
+            + "\nThe pre-training must use the same dataset plans and configuration as the fine-tuning."
+        )
+    return {k[len(ENCODER_PREFIX):]: weights.network_weights[k] for k in expected}
+
+
+def load_pretrained_encoder(network: nn.Module, weights: PretrainedWeights) -> None:
+    """Copy the file's encoder tensors into ``network``'s encoder (DDP / torch.compile unwrapped); decoder untouched."""
+    encoder_of(network).load_state_dict(encoder_weights(weights, network), strict=True)
