@@ -26,6 +26,9 @@ prediction empty, reference   0.0     None            ``empty_prediction``
 both empty                    None    None            ``both_empty``
 ============================  ======  ==============  =========================
 
+Volumes (ml) count the mask's voxels times the product of all spacings (for a 2D image, nnU-Net's readers put a
+placeholder spacing on the flat axis, so there the volume is not meaningful; Dice and distances are).
+
 Dice is None when both are empty because 0/0 is undefined (nnU-Net's evaluation reports NaN there too); a surface
 distance to an empty set is undefined (MONAI would return inf or NaN).
 """

@@ -11,6 +11,8 @@ import tempfile
 from os.path import basename, dirname, isfile
 from typing import Any, Callable, Iterable
 
+import numpy as np
+
 from nnunet_polycl.paths import PolyCLUserError
 
 
@@ -37,12 +39,12 @@ def write_text_atomic(path: str, text: str) -> str:
 
 
 def json_ready(obj: Any) -> Any:
-    """``obj`` with numpy scalars turned into Python numbers, tuples into lists and NaN/inf into None."""
+    """``obj`` with numpy scalars turned into Python numbers, tuples and arrays into lists, NaN/inf into None."""
     if isinstance(obj, dict):
         return {str(k): json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
+    if isinstance(obj, (list, tuple, np.ndarray)):
         return [json_ready(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item):
+    if isinstance(obj, np.generic):
         obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
         return None

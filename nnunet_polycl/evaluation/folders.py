@@ -75,8 +75,8 @@ def evaluate_folders(ref_folder: str, pred_folder: str, dataset_json: Union[str,
 
     Raises:
         PolyCLUserError: missing folders or dataset.json, unknown labels, cases missing on one side (without
-            ``intersection``), a case whose prediction and reference differ in shape or spacing, existing outputs
-            (without ``overwrite``).
+            ``intersection``), a case whose prediction and reference differ in shape or spacing or hold label
+            values dataset.json does not declare, existing outputs (without ``overwrite``).
     """
     content, source = load_dataset_json(dataset_json)
     selected = select_labels(content, labels, source)
