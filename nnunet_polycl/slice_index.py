@@ -78,7 +78,7 @@ def resolve_labels(dataset_json: dict, labels: Sequence[str | int] | None) -> tu
 
     label_dict = dataset_json["labels"]
     manager = LabelManager(label_dict, dataset_json.get("regions_class_order"))
-    foreground = [v for v in manager.all_labels if v != 0]
+    foreground = [int(v) for v in manager.all_labels if v != 0]
     if labels is None:
         return tuple(foreground) if manager.has_ignore_label else None
     names = {k: v for k, v in label_dict.items() if k not in ("background", "ignore")}
@@ -120,11 +120,13 @@ def build_slice_index(ctx: PlansContext, case_ids: Sequence[str], labels: Sequen
         slice_fraction: in (0, 1]; keep the middle fraction of each scan's slices (0.3 = the paper's middle 30%).
 
     Raises:
-        ValueError: slice_fraction outside (0, 1].
+        ValueError: slice_fraction outside (0, 1], or an empty ``labels``.
         PolyCLUserError: no cases, or a case missing from the preprocessed data.
     """
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 
+    if labels is not None and len(labels) == 0:
+        raise ValueError("labels must be None (any foreground) or name at least one value; got an empty sequence.")
     if not 0 < slice_fraction <= 1:
         raise ValueError(f"slice_fraction must be in (0, 1] (0.3 = middle 30% of each scan); got {slice_fraction}.")
     ids = sorted(set(case_ids))
