@@ -64,7 +64,7 @@ def preprocessed_demo(nnunet_root) -> Path:
     env = smoke_env(nnunet_root)
     run_cli(["polycl_demo", "make-dataset", "-d", str(DEMO_ID)], env)
     # nnU-Net's planner calls torch.set_num_threads(nnUNet_n_proc_DA), which fails for the smoke setting 0
-    run_cli(["nnUNetv2_plan_and_preprocess", "-d", str(DEMO_ID), "-c", "2d", "-np", "1",
+    run_cli(["nnUNetv2_plan_and_preprocess", "-d", str(DEMO_ID), "-c", "2d", "-np", "1", "-npfp", "1",
              "--verify_dataset_integrity"], {**env, "nnUNet_n_proc_DA": "1"})
     folder = next((nnunet_root / "preprocessed").glob(f"Dataset{DEMO_ID}_*"))
     assert isdir(folder / "nnUNetPlans_2d")
