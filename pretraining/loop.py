@@ -86,6 +86,14 @@ def restore_state(state: TrainState, ckpt: dict) -> None:
     restore_rng_state(ckpt["rng"])
 
 
+def change_lr(state: TrainState, lr: float) -> None:
+    """Rescale the schedule of a restored run to base learning rate ``lr`` (--c with another --lr)."""
+    for group, base in zip(state.optimizer.param_groups, state.scheduler.base_lrs, strict=True):
+        group["lr"] *= lr / base
+        group["initial_lr"] = lr
+    state.scheduler.base_lrs = [lr] * len(state.optimizer.param_groups)
+
+
 def train_step(state: TrainState, task: PretrainingTask, batch: torch.Tensor,
                device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One optimisation step on a whole batch; returns (loss, cos_pos, cos_neg), detached.
@@ -142,12 +150,14 @@ def run_epoch(state: TrainState, task: PretrainingTask, loader, device: torch.de
 
 def diverged_error(state: TrainState, iteration: int, what: str) -> PolyCLUserError:
     """The error for a non-finite loss: names the epoch, what was kept, and the fix."""
-    kept = (f"{LATEST_CHECKPOINT} from epoch {state.epoch} was kept" if state.epoch
-            else "no checkpoint had been written yet")
+    if state.epoch:
+        kept = f"{LATEST_CHECKPOINT} from epoch {state.epoch} was kept"
+        fix = "continue from it with --c, or start again with --overwrite,"
+    else:
+        kept, fix = "no checkpoint had been written yet", "start again with --overwrite"
     return PolyCLUserError(
         f"Training diverged in epoch {state.epoch + 1} (iteration {iteration}): non-finite {what}. The run stopped "
-        f"and {kept}. Use a lower --lr (this run: {state.optimizer.defaults['lr']:g}) and start again with "
-        f"--overwrite."
+        f"and {kept}. To fix it, {fix} with a lower --lr (this run: {state.scheduler.base_lrs[0]:g})."
     )
 
 

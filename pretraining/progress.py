@@ -46,6 +46,7 @@ def plot_progress(history: dict[str, list[float]], path: str, title: str) -> Non
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = list(range(1, len(history["loss"]) + 1))
     fig, axes = plt.subplots(3, 1, figsize=(8, 10), sharex=True)
@@ -58,6 +59,7 @@ def plot_progress(history: dict[str, list[float]], path: str, title: str) -> Non
     axes[2].set_ylabel("triplet accuracy")
     axes[2].set_ylim(-0.02, 1.02)
     axes[2].set_xlabel("epoch")
+    axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes:
         ax.legend(loc="best")
         ax.grid(alpha=0.3)

@@ -24,6 +24,7 @@ from nnunet_polycl.paths import (
 from nnunet_polycl.pretraining.loop import (
     FINAL_CHECKPOINT,
     LATEST_CHECKPOINT,
+    change_lr,
     checkpoint_dict,
     new_state,
     restore_state,
@@ -167,6 +168,9 @@ def execute(run: PreparedRun) -> str:
     if run.resume is not None:
         restore_state(state, run.resume)
         log(f"Continuing from {run.resume_file} after epoch {state.epoch}.")
+        if run.resume["settings"]["lr"] != s.lr:
+            change_lr(state, s.lr)
+            log(f"Base learning rate changed from {run.resume['settings']['lr']:g} to {s.lr:g}.")
     try:
         train(state, run.task, s, run.folder, log, run.device)
     except PolyCLUserError as e:
@@ -175,5 +179,5 @@ def execute(run: PreparedRun) -> str:
     write_pretrained_weights(run.folder, run.ctx, {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()},
                              s, state.epoch)
     atomic_torch_save(checkpoint_dict(state, s), join(run.folder, FINAL_CHECKPOINT))
-    log(f"Finished {state.epoch} epochs. Encoder weights for fine-tuning: {join(run.folder, PRETRAINED_WEIGHTS_FILE)}")
+    log(f"Finished: {state.epoch} epochs done. Encoder weights for fine-tuning: {join(run.folder, PRETRAINED_WEIGHTS_FILE)}")
     return run.folder

@@ -5,8 +5,9 @@ from dataclasses import asdict, dataclass, fields
 
 from nnunet_polycl.paths import PolyCLUserError
 
-# Settings that may change when a run is continued with --c; all others define the run and must stay the same.
-RESUMABLE_CHANGES = ("epochs", "num_workers", "device")
+# Settings that may change when a run is continued with --c (more epochs, another machine, a lower learning rate
+# after a diverged epoch); all others define the run and must stay the same.
+RESUMABLE_CHANGES = ("epochs", "num_workers", "device", "lr")
 # The learning-rate schedule of the paper: cosine annealing with a warm restart every 10 epochs.
 RESTART_EVERY_EPOCHS = 10
 

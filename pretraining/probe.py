@@ -1,0 +1,78 @@
+"""Learning signal of a pre-trained encoder: triplet accuracy on slices the pre-training never saw.
+
+Triplets are drawn by the PolyCL samplers (S, O or M) from an index of ``case_ids`` (typically the fold's validation
+cases); every slice is embedded once by the encoder + head in evaluation mode, and a triplet counts as correct when
+cos(z, z+) > cos(z, z-). An encoder that learnt nothing scores about 0.5.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from os.path import isfile, join
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nnunet_polycl.checkpoint import load_checkpoint
+from nnunet_polycl.heads import ContrastiveEncoder
+from nnunet_polycl.network import PlansContext, build_plans_network, encoder_of, load_plans_context
+from nnunet_polycl.paths import PolyCLUserError
+from nnunet_polycl.pretraining.loop import FINAL_CHECKPOINT, LATEST_CHECKPOINT
+from nnunet_polycl.pretraining.settings import PretrainSettings
+from nnunet_polycl.pretraining.slice_data import PreprocessedSlices
+from nnunet_polycl.sampling import make_sampler
+from nnunet_polycl.slice_index import SliceIndex, build_slice_index
+
+
+def load_pretrained_model(folder: str) -> tuple[ContrastiveEncoder, PlansContext, PretrainSettings]:
+    """Encoder + head of the run in ``folder`` (final checkpoint, else latest), on CPU in evaluation mode."""
+    path = next((join(folder, n) for n in (FINAL_CHECKPOINT, LATEST_CHECKPOINT) if isfile(join(folder, n))), None)
+    if path is None:
+        raise PolyCLUserError(f"No {FINAL_CHECKPOINT} or {LATEST_CHECKPOINT} in {folder}: not a pre-training run.")
+    ckpt = load_checkpoint(path)
+    settings = PretrainSettings.from_dict(ckpt["settings"])
+    ctx = load_plans_context(settings.dataset_name, settings.plans_identifier, settings.configuration)
+    model = random_model(ctx, settings.embed_dim)
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ctx, settings
+
+
+def random_model(ctx: PlansContext, embed_dim: int = 256, seed: int = 0) -> ContrastiveEncoder:
+    """The untrained encoder + head (nnU-Net's initialisation), the reference a pre-trained model must beat."""
+    torch.manual_seed(seed)
+    return ContrastiveEncoder(encoder_of(build_plans_network(ctx)), embed_dim).eval()
+
+
+@torch.no_grad()
+def embed_index(model: ContrastiveEncoder, ctx: PlansContext, index: SliceIndex, batch_size: int = 32,
+                device: str | torch.device = "cpu") -> torch.Tensor:
+    """Unit-length embeddings ``[N, D]`` (on CPU) of every slice of ``index``, read like in pre-training."""
+    slices = PreprocessedSlices(ctx.data_folder, index.case_ids, ctx.patch_size)
+    model = model.to(device).eval()
+    out = []
+    for start in range(0, len(index), batch_size):
+        rows = range(start, min(start + batch_size, len(index)))
+        batch = np.stack([slices.image(int(index.scan[r]), int(index.z[r])) for r in rows])
+        out.append(F.normalize(model(torch.from_numpy(batch).to(device)).float(), dim=1).cpu())
+    return torch.cat(out)
+
+
+def triplet_accuracy(model: ContrastiveEncoder, ctx: PlansContext, case_ids: Sequence[str], strategy: str,
+                     labels: Sequence[int] | None = None, seed: int = 0, rounds: int = 5,
+                     device: str | torch.device = "cpu") -> dict[str, float]:
+    """Share of ``strategy`` triplets over ``case_ids`` with cos(z, z+) > cos(z, z-), and the mean cosines.
+
+    ``rounds`` epochs of triplets are drawn (each slice is an anchor once per round); ``labels`` as in
+    ``build_slice_index`` (None: any foreground).
+
+    Raises:
+        PolyCLUserError: the cases cannot serve the strategy (e.g. O on cases without organ slices).
+    """
+    index = build_slice_index(ctx, case_ids, labels)
+    sampler = make_sampler(strategy, index, seed)
+    z = embed_index(model, ctx, index, device=device)
+    triplets = torch.from_numpy(np.concatenate([sampler.triplets(r) for r in range(rounds)]))
+    anchor, positive, negative = (z[triplets[:, i]] for i in range(3))
+    cos_pos, cos_neg = (anchor * positive).sum(1), (anchor * negative).sum(1)
+    return {"accuracy": (cos_pos > cos_neg).float().mean().item(), "cos_pos": cos_pos.mean().item(),
+            "cos_neg": cos_neg.mean().item(), "triplets": len(triplets), "slices": len(index)}
