@@ -1,0 +1,96 @@
+"""``polycl_experiment``: the paper's protocol (Table 1 and Fig. 4) on one dataset and fold, in one command."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from nnunet_polycl.experiment.cases import read_case_list
+from nnunet_polycl.experiment.presets import METHODS, PRESETS, SCHEDULES
+from nnunet_polycl.experiment.runner import ExperimentRequest, ExperimentResult, run_experiment
+from nnunet_polycl.paths import PolyCLUserError
+
+
+def _preset_help() -> str:
+    lines = []
+    for p in PRESETS.values():
+        s = p.settings
+        lines.append(f"{p.name}: methods {' '.join(p.methods)}; seeds {' '.join(map(str, p.seeds))}; k "
+                     f"{' '.join(map(str, p.ks))}; pre-training {s.pretrain_epochs} epochs, batch "
+                     f"{s.pretrain_batch_size}, slice fraction {s.slice_fraction}; "
+                     f"fine-tuning schedule {s.schedule}; device {p.device}")
+    return ". ".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="polycl_experiment",
+        description="Run the PolyCL paper's protocol: methods x seeds x label budgets k; each run pre-trains "
+                    "(polycl_pretrain, shared by all k), fine-tunes (nnUNetv2_train), predicts the evaluated cases "
+                    "(nnUNetv2_predict) and evaluates them (Dice, HD, HD95 in mm). Writes Table 1 (markdown, CSV), "
+                    "Fig. 4 (PNG) and every number (JSON). Run the same command again to continue: finished runs "
+                    f"are skipped. Presets: {_preset_help()}.")
+    p.add_argument("-d", dest="dataset", required=True, help="dataset name or id (preprocessed with -c 2d)")
+    p.add_argument("-f", dest="fold", default="0", help="fold to fine-tune and evaluate (default 0; 'all' possible)")
+    p.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    p.add_argument("--preset", default="demo", choices=list(PRESETS), help="protocol preset (default demo)")
+    p.add_argument("--methods", nargs="+", default=None, metavar="M",
+                   help=f"methods among {' '.join(METHODS)} (default: the preset's)")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="S",
+                   help="seeds, one run per seed (default: the preset's)")
+    p.add_argument("--k", nargs="+", default=None, metavar="K", dest="ks",
+                   help="label budgets: 'all' and/or numbers of labelled training scans (default: the preset's)")
+    p.add_argument("--test-cases", nargs="+", default=None, metavar="CASE",
+                   help="evaluate these cases (from imagesTr/imagesTs, with labels) or the cases listed in a file, "
+                        "one per line (default: the fold's validation cases)")
+    p.add_argument("-o", dest="output_folder", default=None,
+                   help="experiment folder (default $nnUNet_results/<dataset>/PolyCL_experiment__<preset>__fold_<f>)")
+    p.add_argument("-device", default=None, choices=["cpu", "cuda", "mps"],
+                   help="device of every step (default: the preset's: demo cpu, paper cuda)")
+    p.add_argument("--pretrain-epochs", type=int, default=None, help="override the preset's pre-training epochs")
+    p.add_argument("--batch-size", type=int, default=None, help="override the preset's pre-training batch size")
+    p.add_argument("--slice-fraction", type=float, default=None,
+                   help="override the preset's pre-training slice fraction (middle part of each scan)")
+    p.add_argument("--schedule", default=None, choices=list(SCHEDULES),
+                   help="override the preset's fine-tuning schedule (trainer suffix; 'default' = nnU-Net's)")
+    p.add_argument("--num-workers", type=int, default=None,
+                   help="data-loading workers of pre-training and prediction processes (default: the preset's)")
+    p.add_argument("--force-mix", action="store_true",
+                   help="add runs to an experiment folder made with other settings (default: refuse)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (step and run lines still print)")
+    return p
+
+
+def _summary(result: ExperimentResult) -> str:
+    lines = [f"Experiment folder: {result.folder}",
+             f"Ran {len(result.ran)} run(s) in {result.seconds:.0f} s; {len(result.skipped)} run(s) were already "
+             f"finished and skipped."]
+    lines += [f"  {name}: {path}" for name, path in result.reports.items()]
+    if "table1_md" in result.reports:
+        with open(result.reports["table1_md"]) as f:
+            lines += ["", f.read()]
+    return "\n".join(lines)
+
+
+def experiment_entry(argv: list[str] | None = None) -> None:
+    """Command line of ``polycl_experiment``."""
+    args = build_parser().parse_args(argv)
+    try:
+        request = ExperimentRequest(
+            dataset=args.dataset, fold=args.fold, preset=args.preset,
+            methods=tuple(args.methods) if args.methods else None,
+            seeds=tuple(args.seeds) if args.seeds is not None else None,
+            ks=tuple(args.ks) if args.ks else None,
+            test_cases=read_case_list(args.test_cases) if args.test_cases else None,
+            output_folder=args.output_folder, device=args.device, plans_identifier=args.plans,
+            pretrain_epochs=args.pretrain_epochs, pretrain_batch_size=args.batch_size,
+            slice_fraction=args.slice_fraction, schedule=args.schedule, num_workers=args.num_workers,
+            force_mix=args.force_mix, progress=not args.no_progress)
+        result = run_experiment(request)
+    except PolyCLUserError as e:
+        print(f"polycl_experiment: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("polycl_experiment: interrupted. Finished runs are kept; run the same command again to continue.",
+              file=sys.stderr)
+        sys.exit(130)
+    print(_summary(result))

@@ -1,0 +1,190 @@
+"""``run_experiment``: the paper's protocol (methods x seeds x label budgets k) on one dataset and fold.
+
+Each run pre-trains (once per method and seed, shared by every k; nothing for the baseline), fine-tunes with the
+run's trainer, predicts the evaluated cases and evaluates them. Finished runs are skipped on the next call; the
+reports are rewritten after every finished run.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import time
+from dataclasses import dataclass, field
+
+from nnunet_polycl.experiment.cases import EvaluationCases, link_cases, select_cases
+from nnunet_polycl.experiment.layout import ExperimentLayout, RunSpec, default_experiment_folder, run_grid
+from nnunet_polycl.experiment.presets import K, ProtocolSettings, check_methods, get_preset, override_settings, parse_k
+from nnunet_polycl.experiment.progress import ExperimentProgress
+from nnunet_polycl.experiment.reports import evaluate_run, write_reports
+from nnunet_polycl.experiment.state import check_experiment, read_marker, record_call, write_marker
+from nnunet_polycl.experiment.steps import StepContext, base_environment, finetune, predict, pretrain
+from nnunet_polycl.network import load_plans_context
+from nnunet_polycl.paths import PolyCLUserError, resolve_dataset_name
+from nnunet_polycl.splits import parse_fold
+
+CONFIGURATION = "2d"
+
+
+@dataclass
+class ExperimentRequest:
+    """What the user asked for; None means "the preset's value"."""
+
+    dataset: str
+    fold: int | str = 0
+    preset: str = "demo"
+    methods: tuple[str, ...] | None = None
+    seeds: tuple[int, ...] | None = None
+    ks: tuple[K, ...] | None = None
+    test_cases: list[str] | None = None
+    output_folder: str | None = None
+    device: str | None = None
+    plans_identifier: str = "nnUNetPlans"
+    pretrain_epochs: int | None = None
+    pretrain_batch_size: int | None = None
+    slice_fraction: float | None = None
+    schedule: str | None = None
+    num_workers: int | None = None
+    force_mix: bool = False
+    progress: bool = True
+
+
+@dataclass
+class ExperimentResult:
+    """What a call did: the folder, the runs it ran and skipped, and the report files."""
+
+    folder: str
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    reports: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _check_budgets(ks: tuple[K, ...], cases: EvaluationCases, fold: int | str) -> None:
+    too_large = [k for k in ks if k != "all" and k > len(cases.training)]
+    if too_large:
+        raise PolyCLUserError(f"Label budget(s) k={', '.join(map(str, too_large))} exceed the {len(cases.training)} "
+                              f"training cases of fold {fold}. Use k between 1 and {len(cases.training)}, or 'all'.")
+
+
+def _check_device(device: str) -> str:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise PolyCLUserError("-device cuda was chosen (the paper preset's default) but CUDA is not available here. "
+                              "Run on a machine with a GPU, or pass -device cpu.")
+    if device not in ("cpu", "cuda", "mps"):
+        raise PolyCLUserError(f"Unknown device {device!r}: use cpu, cuda or mps.")
+    return device
+
+
+def check_trainers(names: list[str]) -> None:
+    """Make sure nnU-Net finds every fine-tuning trainer, before anything runs (nnU-Net's own lookup)."""
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    env = base_environment()
+    previous = os.environ.get("nnUNet_extTrainer")
+    os.environ["nnUNet_extTrainer"] = env["nnUNet_extTrainer"]
+    try:
+        for name in sorted(set(names)):
+            with contextlib.redirect_stdout(io.StringIO()):
+                try:
+                    recursive_find_trainer_class_by_name(name)
+                except RuntimeError:
+                    raise PolyCLUserError(f"nnU-Net cannot find the fine-tuning trainer {name}. Check --methods, "
+                                          f"--schedule and --k (see polycl_experiment -h).") from None
+    finally:
+        if previous is None:
+            os.environ.pop("nnUNet_extTrainer", None)
+        else:
+            os.environ["nnUNet_extTrainer"] = previous
+
+
+def _identity(dataset_name: str, req: ExperimentRequest, fold: int | str, settings: ProtocolSettings,
+              cases: EvaluationCases) -> dict:
+    return {"dataset": dataset_name, "fold": fold, "plans": req.plans_identifier, "configuration": CONFIGURATION,
+            "evaluated_cases": list(cases.cases), **settings.to_dict()}
+
+
+def prepare(req: ExperimentRequest) -> tuple[StepContext, list[RunSpec], EvaluationCases]:
+    """Validate the request, open (or create) the experiment folder and link the evaluated cases.
+
+    Raises:
+        PolyCLUserError: unknown dataset / preset / method, invalid k or fold, missing cases, or an experiment folder
+            holding another configuration (without ``force_mix``).
+    """
+    dataset_name = resolve_dataset_name(req.dataset)
+    fold = parse_fold(req.fold)
+    preset = get_preset(req.preset)
+    settings = override_settings(preset.settings, req.pretrain_epochs, req.pretrain_batch_size, req.slice_fraction,
+                                 req.schedule)
+    methods = check_methods(tuple(req.methods or preset.methods))
+    seeds = tuple(dict.fromkeys(req.seeds if req.seeds is not None else preset.seeds))
+    ks = tuple(dict.fromkeys(parse_k(k) for k in (req.ks or preset.ks)))
+    device = _check_device(req.device or preset.device)
+    if not seeds:
+        raise PolyCLUserError("No seeds given: pass at least one (--seeds 0).")
+    plans_ctx = load_plans_context(dataset_name, req.plans_identifier, CONFIGURATION)
+    cases = select_cases(plans_ctx, fold, req.test_cases)
+    _check_budgets(ks, cases, fold)
+    runs = run_grid(methods, seeds, ks)
+    layout = ExperimentLayout(os.path.abspath(req.output_folder or
+                                              default_experiment_folder(dataset_name, preset.name, fold)))
+    identity = _identity(dataset_name, req, fold, settings, cases)
+    forced = check_experiment(layout.experiment_file, identity, req.force_mix)
+    check_trainers([r.trainer(settings.schedule) for r in runs])
+    os.makedirs(layout.root, exist_ok=True)
+    record_call(layout.experiment_file, identity, {"methods": list(methods), "seeds": list(seeds), "ks": list(ks)},
+                forced)
+    link_cases(cases, layout.images, layout.labels)
+    progress = ExperimentProgress(len(runs), req.progress)
+    for difference in forced:
+        progress.message(f"WARNING (--force-mix): {difference}")
+    if fold == "all" and not req.test_cases:
+        progress.message("WARNING: with -f all the 'validation' cases are the training cases; the numbers measure "
+                         "fit, not generalisation. Pass --test-cases to evaluate on held-out cases.")
+    ctx = StepContext(dataset_name, fold, req.plans_identifier, CONFIGURATION, settings, device,
+                      req.num_workers if req.num_workers is not None else preset.num_workers, layout, progress,
+                      plans_ctx.dataset_json)
+    return ctx, runs, cases
+
+
+def _do_run(ctx: StepContext, run: RunSpec) -> dict:
+    start = time.time()
+    weights = pretrain(ctx, run)
+    finetune_s = finetune(ctx, run, weights)
+    predict_s = predict(ctx, run)
+    ctx.progress.step(run.name, "evaluation", ctx.layout.evaluation(run), what="summary")
+    summary = evaluate_run(ctx.layout.labels, ctx.layout.predictions(run), ctx.dataset_json,
+                           ctx.layout.evaluation(run))
+    record = {**run.to_dict(), "trainer": run.trainer(ctx.settings.schedule), "pretrained_weights": weights,
+              "seconds": {"finetune": finetune_s, "predict": predict_s, "run": time.time() - start},
+              "foreground_mean": summary["foreground_mean"]}
+    write_marker(ctx.layout.finished(run), record)
+    return record
+
+
+def run_experiment(req: ExperimentRequest) -> ExperimentResult:
+    """Run (or continue) the experiment described by ``req``; returns what was run and where the reports are."""
+    start = time.time()
+    ctx, runs, cases = prepare(req)
+    result = ExperimentResult(ctx.layout.root)
+    ctx.progress.message(f"Experiment folder {ctx.layout.root}: {len(runs)} runs, evaluated on the "
+                         f"{cases.description} ({len(cases.cases)} cases).")
+    try:
+        for run in runs:
+            if read_marker(ctx.layout.finished(run)) is not None:
+                result.skipped.append(run.name)
+                ctx.progress.run_done(run.name, "already finished: skipped")
+                continue
+            record = _do_run(ctx, run)
+            result.ran.append(run.name)
+            result.reports = write_reports(ctx.layout)
+            dice = record["foreground_mean"]["dice"]["mean"]
+            ctx.progress.run_done(run.name, f"finished in {record['seconds']['run']:.0f} s, mean Dice "
+                                            f"{'n/a' if dice is None else f'{dice:.4f}'}")
+        result.reports = write_reports(ctx.layout)
+    finally:
+        ctx.progress.close()
+    result.seconds = time.time() - start
+    return result

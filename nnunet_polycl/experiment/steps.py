@@ -1,0 +1,126 @@
+"""The steps of one run, each the command a user would type: polycl_pretrain, nnUNetv2_train, nnUNetv2_predict.
+
+Every step is skipped when its marker exists, and otherwise continued where the tools allow it (``--c`` of
+polycl_pretrain and nnUNetv2_train) or redone (prediction, evaluation, whose outputs belong to the run).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from os.path import isdir, isfile, join
+
+from nnunet_polycl.environment import trainer_directory
+from nnunet_polycl.experiment.layout import ExperimentLayout, RunSpec
+from nnunet_polycl.experiment.presets import ProtocolSettings, pretraining_strategy
+from nnunet_polycl.experiment.process import StepFailedError, run_logged
+from nnunet_polycl.experiment.progress import ExperimentProgress
+from nnunet_polycl.experiment.state import read_marker, write_marker
+from nnunet_polycl.finetuning.pretrained import OVERRIDE_VARIABLE
+from nnunet_polycl.paths import PRETRAINED_WEIGHTS_FILE, fold_folder_name
+from nnunet_polycl.pretraining.loop import FINAL_CHECKPOINT, LATEST_CHECKPOINT
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What every step of every run needs."""
+
+    dataset_name: str
+    fold: int | str
+    plans_identifier: str
+    configuration: str
+    settings: ProtocolSettings
+    device: str
+    num_workers: int
+    layout: ExperimentLayout
+    progress: ExperimentProgress
+    dataset_json: dict
+
+
+def base_environment() -> dict[str, str]:
+    """This process's environment for the steps: this environment's console scripts first on PATH, the PolyCL
+    trainers findable, unbuffered and plot-safe output, and no inherited pre-trained weights override."""
+    env = dict(os.environ)
+    trainers = trainer_directory()
+    listed = [p for p in env.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
+    if trainers not in listed:
+        env["nnUNet_extTrainer"] = os.pathsep.join([trainers, *listed])
+    scripts = os.path.dirname(sys.executable)  # this environment's console scripts come first
+    env["PATH"] = os.pathsep.join([scripts, env.get("PATH", "")])
+    env.update(PYTHONUNBUFFERED="1", MPLBACKEND="Agg", TQDM_MININTERVAL="2")
+    env.pop(OVERRIDE_VARIABLE, None)
+    return env
+
+
+def _run(ctx: StepContext, run_name: str, step: str, argv: list[str], env: dict[str, str], log: str) -> float:
+    ctx.progress.step(run_name, step, log)
+    return run_logged(argv, env, log, f"{step} of {run_name}", ctx.progress.line)
+
+
+def pretrain(ctx: StepContext, run: RunSpec) -> str | None:
+    """Pre-train the encoder of ``run``'s method and seed once (shared by all k); returns the weights file."""
+    strategy = pretraining_strategy(run.method)
+    if strategy is None:
+        return None
+    folder = ctx.layout.pretraining(run.pretraining_name)
+    weights, marker = join(folder, PRETRAINED_WEIGHTS_FILE), folder + ".finished.json"
+    if read_marker(marker) is not None and isfile(weights):
+        return weights
+    s = ctx.settings
+    argv = ["polycl_pretrain", "-d", ctx.dataset_name, "-p", ctx.plans_identifier, "-c", ctx.configuration,
+            "-f", str(ctx.fold), "-s", strategy, "--epochs", str(s.pretrain_epochs), "--batch-size",
+            str(s.pretrain_batch_size), "--seed", str(run.seed), "-device", ctx.device, "-o", folder,
+            "--num-workers", str(ctx.num_workers), "--slice-fraction", str(s.slice_fraction)]
+    if any(isfile(join(folder, name)) for name in (LATEST_CHECKPOINT, FINAL_CHECKPOINT)):
+        argv.append("--c")
+    elif isdir(folder) and os.listdir(folder):
+        argv.append("--overwrite")  # started, but crashed before its first checkpoint: nothing to keep
+    seconds = _run(ctx, run.pretraining_name, "pre-training", argv, base_environment(), folder + ".log")
+    if not isfile(weights):
+        raise StepFailedError(f"polycl_pretrain finished but wrote no {weights}; see {folder}.log.")
+    write_marker(marker, {"method": run.method, "seed": run.seed, "weights": weights, "seconds": seconds})
+    return weights
+
+
+def finetune_folder(ctx: StepContext, run: RunSpec) -> str:
+    """nnU-Net's output folder of the run's fine-tuning (inside the run's own nnUNet_results)."""
+    return join(ctx.layout.run_results(run), ctx.dataset_name,
+                f"{run.trainer(ctx.settings.schedule)}__{ctx.plans_identifier}__{ctx.configuration}",
+                fold_folder_name(ctx.fold))
+
+
+def finetune(ctx: StepContext, run: RunSpec, weights: str | None) -> float:
+    """``nnUNetv2_train`` with the run's trainer, continuing (``--c``) a fine-tuning that was started before."""
+    marker = join(ctx.layout.run(run), "finetune.finished.json")
+    if read_marker(marker) is not None and isfile(join(finetune_folder(ctx, run), FINAL_CHECKPOINT)):
+        return 0.0
+    env = base_environment()
+    env["nnUNet_results"] = ctx.layout.run_results(run)
+    if weights is not None:
+        env[OVERRIDE_VARIABLE] = weights
+    trainer = run.trainer(ctx.settings.schedule)
+    argv = ["nnUNetv2_train", ctx.dataset_name, ctx.configuration, str(ctx.fold), "-tr", trainer,
+            "-p", ctx.plans_identifier, "-device", ctx.device]
+    if isdir(finetune_folder(ctx, run)):
+        argv.append("--c")
+    seconds = _run(ctx, run.name, "fine-tuning", argv, env, join(ctx.layout.run(run), "finetune.log"))
+    if not isfile(join(finetune_folder(ctx, run), FINAL_CHECKPOINT)):
+        raise StepFailedError(f"nnUNetv2_train finished but wrote no {FINAL_CHECKPOINT} in "
+                              f"{finetune_folder(ctx, run)}; see its log.")
+    write_marker(marker, {**run.to_dict(), "trainer": trainer, "pretrained_weights": weights, "seconds": seconds})
+    return seconds
+
+
+def predict(ctx: StepContext, run: RunSpec) -> float:
+    """``nnUNetv2_predict`` of the evaluated cases into the run's ``predictions/`` (redone from scratch)."""
+    out = ctx.layout.predictions(run)
+    if isdir(out):
+        shutil.rmtree(out)  # an unfinished run's partial predictions
+    env = base_environment()
+    env["nnUNet_results"] = ctx.layout.run_results(run)
+    workers = str(max(1, ctx.num_workers))
+    argv = ["nnUNetv2_predict", "-i", ctx.layout.images, "-o", out, "-d", ctx.dataset_name, "-c",
+            ctx.configuration, "-f", str(ctx.fold), "-tr", run.trainer(ctx.settings.schedule), "-p",
+            ctx.plans_identifier, "-device", ctx.device, "--disable_tta", "-npp", workers, "-nps", workers]
+    return _run(ctx, run.name, "prediction", argv, env, join(ctx.layout.run(run), "predict.log"))
