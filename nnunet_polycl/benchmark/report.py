@@ -1,0 +1,112 @@
+"""What ``polycl_benchmark`` reports: the machine, the headline ratios against the issue's targets, the table."""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+import torch
+
+from nnunet_polycl.benchmark.stats import ratio
+
+# Targets of the performance issue (stated for the CPU): the data path must be this many times faster than the
+# compute, and the end-to-end loop must reach this share of the pure compute speed.
+TARGETS = {"data_path_over_compute": 3.0, "end_to_end_over_compute": 0.95}
+GIB = 1024 ** 3
+BUDGET_8GB_BYTES = 8 * GIB
+CUDA_CONTEXT_ALLOWANCE = GIB // 2  # the CUDA context and cuDNN workspaces, not seen by the caching allocator
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0], "torch": torch.__version__}
+    for package in ("nnunetv2", "nnunet-polycl"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = None
+    return out
+
+
+def machine_info(device: torch.device) -> dict:
+    """Device, CPU, core count, torch threads, load average and versions."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    info = {"device": device.type, "cpu": _cpu_name(), "cpus_available": cpus,
+            "torch_threads": torch.get_num_threads(), "versions": _versions()}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(gpu=props.name, gpu_memory_bytes=int(props.total_memory))
+    return info
+
+
+def load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages (None where unavailable)."""
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def headline(figures: dict) -> dict:
+    """The ratios (of medians) and whether they meet :data:`TARGETS`."""
+    compute = figures["compute"]["median"]
+    ratios = {"data_path_over_compute": ratio(figures["data_path"]["median"], compute),
+              "end_to_end_over_compute": ratio(figures["end_to_end"]["median"], compute)}
+    if "finetuning" in figures:
+        ft = figures["finetuning"]
+        ratios["finetuning_polycl_over_stock"] = ratio(ft["polycl"]["median"], ft["stock"]["median"])
+    met = {name: ratios[name] >= target for name, target in TARGETS.items()}
+    return {"ratios": ratios, "targets": TARGETS, "targets_met": met}
+
+
+def fits_in_8gb(figure: dict) -> bool | None:
+    """CUDA only: whether the reserved peak plus the context allowance stays within 8 GiB."""
+    reserved = figure.get("peak_reserved_bytes")
+    return None if reserved is None else reserved + CUDA_CONTEXT_ALLOWANCE <= BUDGET_8GB_BYTES
+
+
+def _memory(figure: dict) -> str:
+    peak = figure.get("peak_memory_bytes")
+    return "" if peak is None else f"{peak / 2 ** 20:,.0f} MiB"
+
+
+def _row(label: str, figure: dict, per_repeat: str) -> str:
+    spread = f"{min(figure['per_repeat']):.4g}-{max(figure['per_repeat']):.4g}"
+    return (f"{label:<34}{figure['median']:>12.4g} {figure['unit']:<13}{spread:>19}  "
+            f"{figure['steps_per_repeat']:>6} {per_repeat:<11}{_memory(figure):>12}")
+
+
+def format_table(result: dict) -> str:
+    """The human-readable table: one row per figure, then the ratios."""
+    f, s = result["figures"], result["settings"]
+    lines = [f"{'figure':<34}{'median':>12} {'unit':<13}{'min-max (repeats)':>19}  {'per repeat':<18}"
+             f"{'peak memory':>12}",
+             _row("1 pure compute", f["compute"], "steps"),
+             _row("2 data path", f["data_path"], "batches"),
+             _row("3 end to end", f["end_to_end"], "steps")]
+    if "finetuning" in f:
+        lines += [_row(f"4 fine-tuning {f['finetuning']['stock']['trainer']}", f["finetuning"]["stock"], "iterations"),
+                  _row(f"4 fine-tuning {f['finetuning']['polycl']['trainer']}", f["finetuning"]["polycl"],
+                       "iterations")]
+    if "compute_at_patch" in f:
+        p = f["compute_at_patch"]
+        lines.append(_row(f"  compute at {p['patch_size'][0]}x{p['patch_size'][1]}", p, "steps"))
+        if fits_in_8gb(p) is not None:
+            lines.append(f"  fits in 8 GB of GPU memory: {fits_in_8gb(p)} (reserved "
+                         f"{p['peak_reserved_bytes'] / GIB:.2f} GiB + {CUDA_CONTEXT_ALLOWANCE / GIB:.1f} GiB context)")
+    lines.append(f"(medians over {s['repeats']} repeats; per repeat: work per timed repeat)")
+    r = result["headline"]
+    for name, value in r["ratios"].items():
+        target = r["targets"].get(name)
+        verdict = "" if target is None else f"   target >= {target:g}: {'met' if r['targets_met'][name] else 'NOT met'}"
+        lines.append(f"ratio {name.replace('_', ' '):<34}{value:>10.3f}{verdict}")
+    return "\n".join(lines)
