@@ -53,7 +53,8 @@ def amp_dtype(device: torch.device) -> torch.dtype | None:
 
 def new_state(model: nn.Module, lr: float, iterations_per_epoch: int, device: torch.device) -> TrainState:
     """Fresh optimiser, per-iteration warm-restart schedule and (for fp16) gradient scaler."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    fused = {"fused": True} if device.type in ("cpu", "cuda") else {}  # one kernel for all tensors
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, **fused)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
         optimizer, T_0=RESTART_EVERY_EPOCHS * iterations_per_epoch)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype(device) == torch.float16 else None

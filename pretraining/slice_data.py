@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 from typing import NamedTuple
@@ -114,30 +113,36 @@ class EpochBatchSampler(Sampler):
     """Yields one :class:`BatchRequest` per batch of the current epoch's item array.
 
     ``make_epoch(epoch)`` returns the epoch's items (a triplet array ``[N, 3]`` or a slice permutation ``[N]``); it
-    runs in the main process at the start of each epoch. Call :meth:`set_epoch` before iterating the DataLoader. The
-    last batch may be smaller (every anchor is used exactly once per epoch).
+    runs in the main process at the start of each epoch. Call :meth:`set_epoch` before iterating the DataLoader.
+    Every item is used exactly once per epoch: the last batch may be smaller, and a last batch smaller than
+    ``min_batch_size`` is merged into the one before (SimCLR needs at least 2 slices per batch).
     """
 
-    def __init__(self, make_epoch: Callable[[int], np.ndarray], num_items: int, batch_size: int):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    def __init__(self, make_epoch: Callable[[int], np.ndarray], num_items: int, batch_size: int,
+                 min_batch_size: int = 1):
+        if not 1 <= min_batch_size <= batch_size:
+            raise ValueError(f"need 1 <= min_batch_size <= batch_size, got {min_batch_size} and {batch_size}")
         self.make_epoch = make_epoch
         self.num_items = num_items
         self.batch_size = batch_size
         self.epoch = 0
+        starts = list(range(0, num_items, batch_size))
+        if len(starts) > 1 and num_items - starts[-1] < min_batch_size:
+            starts.pop()
+        self.bounds = list(zip(starts, starts[1:] + [num_items], strict=True))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return math.ceil(self.num_items / self.batch_size)
+        return len(self.bounds)
 
     def __iter__(self):
         items = self.make_epoch(self.epoch)
         if len(items) != self.num_items:
             raise RuntimeError(f"epoch {self.epoch} has {len(items)} items, expected {self.num_items}")
-        for number, start in enumerate(range(0, len(items), self.batch_size)):
-            yield BatchRequest(self.epoch, number, items[start:start + self.batch_size])
+        for number, (start, stop) in enumerate(self.bounds):
+            yield BatchRequest(self.epoch, number, items[start:stop])
 
 
 def default_num_workers() -> int:

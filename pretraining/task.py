@@ -35,13 +35,16 @@ def build_task(ctx: PlansContext, index: SliceIndex, strategy: str, batch_size: 
     if strategy == "simclr":
         if batch_size < 2:
             raise PolyCLUserError("SimCLR contrasts each slice with the other slices of its batch: use --batch-size >= 2.")
+        if len(index) < 2:
+            raise PolyCLUserError(f"SimCLR needs at least 2 slices; the index has {len(index)}. Use a larger "
+                                  f"--slice-fraction or more cases.")
         transforms, initial_size = nnunet_2d_training_transforms(ctx)
         slices = PreprocessedSlices(ctx.data_folder, index.case_ids, initial_size)
 
         def permutation(epoch: int) -> np.ndarray:
             return np.random.default_rng([seed, epoch]).permutation(len(index))
 
-        sampler = EpochBatchSampler(permutation, len(index), batch_size)
+        sampler = EpochBatchSampler(permutation, len(index), batch_size, min_batch_size=2)
         return PretrainingTask(SimCLRViewBatches(slices, index, transforms, seed), sampler,
                                SimCLRObjective(temperature))
     triplet_sampler = make_sampler(strategy, index, seed)

@@ -42,7 +42,7 @@ def measure_throughput(run: PreparedRun, rounds: int = 3) -> dict[str, float]:
     state = new_state(model, s.lr, len(run.task.sampler), run.device)
     loader = make_loader(run.task.dataset, run.task.sampler, s.num_workers, run.device)
     views = run.task.objective.views
-    batch_sizes = [views * min(s.batch_size, len(run.index) - i) for i in range(0, len(run.index), s.batch_size)]
+    batch_sizes = [views * (stop - start) for start, stop in run.task.sampler.bounds]
     channels = len(run.ctx.dataset_json["channel_names"])
     run_epoch(state, run.task, loader, run.device, s.epochs)  # warm-up: worker start-up, allocator, kernels
     _model_only_epoch(state, run, batch_sizes, channels)

@@ -110,15 +110,22 @@ def test_finished_run_is_refused_and_left_untouched(o_run):
     assert digests(folder) == before
 
 
-def test_continue_adds_epochs_then_reports_finished(o_run, tmp_path):
+def test_continue_adds_epochs_then_reports_finished(o_run, tmp_path, monkeypatch, capsys):
+    from nnunet_polycl.pretraining.cli import run_pretraining
+
     env, folder, _ = o_run
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(key, env[key])
     copy = tmp_path / "run"
     shutil.copytree(folder, copy)
     before = torch.load(copy / "checkpoint_final.pth", weights_only=False)["history"]
+    settings = dict(fold="all", strategy="O", device="cpu", batch_size=11, num_workers=1, output_folder=str(copy),
+                    continue_training=True)
 
-    proc = run_cli(["polycl_pretrain", *O_ARGS, "--epochs", "3", "--c", "-o", str(copy)], env)
-    assert f"Continuing from {copy / 'checkpoint_latest.pth'} after epoch 2." in proc.stdout
-    assert [int(m[1]) for m in EPOCH_LINE.finditer(proc.stdout)] == [3]
+    run_pretraining(SMALL_ID, epochs=3, **settings)
+    out = capsys.readouterr().out
+    assert f"Continuing from {copy / 'checkpoint_latest.pth'} after epoch 2." in out
+    assert [int(m[1]) for m in EPOCH_LINE.finditer(out)] == [3]
     after = torch.load(copy / "checkpoint_final.pth", weights_only=False)
     assert after["epoch"] == 3
     for key, values in before.items():
@@ -126,6 +133,6 @@ def test_continue_adds_epochs_then_reports_finished(o_run, tmp_path):
     assert [int(m[1]) for m in EPOCH_LINE.finditer((copy / "training_log.txt").read_text())] == [1, 2, 3]
 
     unchanged = digests(copy)
-    proc = run_cli(["polycl_pretrain", *O_ARGS, "--epochs", "3", "--c", "-o", str(copy)], env)
-    assert "finished run (3 epochs); nothing to do" in proc.stdout
+    run_pretraining(SMALL_ID, epochs=3, **settings)
+    assert "finished run (3 epochs); nothing to do" in capsys.readouterr().out
     assert digests(copy) == unchanged

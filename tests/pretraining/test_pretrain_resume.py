@@ -1,0 +1,80 @@
+"""Surviving interruptions: SIGKILL during an epoch then --c, and a diverging loss that keeps the last good checkpoint."""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import BIN, run_cli
+from tests.pretraining.conftest import SMALL_ID, SMALL_NAME
+
+pytestmark = pytest.mark.e2e
+
+# PolyCL-S on the middle 15% of two demo scans: 2 batches per epoch, a few seconds each on CPU.
+S_ARGS = ["-d", str(SMALL_ID), "-f", "all", "-s", "S", "-device", "cpu", "--batch-size", "4",
+          "--slice-fraction", "0.15", "--num-workers", "1"]
+
+
+def s_folder(env: dict[str, str]) -> Path:
+    return Path(env["nnUNet_results"]) / SMALL_NAME / "PolyCL_S__nnUNetPlans__2d" / "fold_all"
+
+
+def completed_epochs(checkpoint: Path) -> int:
+    """Epochs recorded in a checkpoint, 0 while it does not exist yet (it only ever appears complete)."""
+    return torch.load(checkpoint, weights_only=False)["epoch"] if checkpoint.is_file() else 0
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_sigkill_during_an_epoch_then_continue_loses_at_most_that_epoch(small_env, tmp_path):
+    folder = s_folder(small_env)
+    latest = folder / "checkpoint_latest.pth"
+    with open(tmp_path / "out.txt", "w") as out:
+        proc = subprocess.Popen([os.path.join(BIN, "polycl_pretrain"), *S_ARGS, "--epochs", "3"], env=small_env,
+                                stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 300
+            while completed_epochs(latest) < 1:
+                assert proc.poll() is None, (tmp_path / "out.txt").read_text()
+                assert time.monotonic() < deadline, "no checkpoint within 300 s"
+                time.sleep(0.05)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    at_kill = torch.load(latest, weights_only=False)
+    assert 1 <= at_kill["epoch"] < 3 and not (folder / "checkpoint_final.pth").exists()
+    assert [p.name for p in folder.iterdir() if p.name.endswith(".tmp")] == []
+
+    proc = run_cli(["polycl_pretrain", *S_ARGS, "--epochs", "3", "--c"], small_env)
+    assert f"after epoch {at_kill['epoch']}." in proc.stdout
+    final = torch.load(folder / "checkpoint_final.pth", weights_only=False)
+    assert final["epoch"] == 3
+    for key, values in at_kill["history"].items():
+        assert final["history"][key][:at_kill["epoch"]] == values and len(final["history"][key]) == 3
+
+
+def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(small_env, monkeypatch):
+    from nnunet_polycl.paths import PolyCLUserError
+    from nnunet_polycl.pretraining.cli import run_pretraining
+
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(key, small_env[key])
+    settings = dict(fold="all", strategy="S", device="cpu", batch_size=4, slice_fraction=0.15, num_workers=0)
+    folder = Path(run_pretraining(SMALL_ID, epochs=1, **settings))
+    kept = {name: sha(folder / name) for name in ("checkpoint_latest.pth", "checkpoint_final.pth",
+                                                  "pretrained_weights.pth")}
+    # Adam moves every weight by about lr per step: lr 1e30 overflows float32 activations for real.
+    with pytest.raises(PolyCLUserError, match="Training diverged in epoch 2") as error:
+        run_pretraining(SMALL_ID, epochs=2, continue_training=True, lr=1e30, **settings)
+    assert "checkpoint_latest.pth from epoch 1 was kept" in str(error.value) and "lower --lr" in str(error.value)
+    assert {name: sha(folder / name) for name in kept} == kept
+    assert "Training diverged in epoch 2" in (folder / "training_log.txt").read_text()
