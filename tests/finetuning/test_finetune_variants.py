@@ -23,7 +23,7 @@ def ext_trainer(monkeypatch):
     ("nnUNetTrainerPolyCL_M_paper", "M", 100, None),
     ("nnUNetTrainerPolyCL_SimCLR_smoke", "simclr", 2, None),
     ("nnUNetTrainerPolyCL_Baseline_paper_k3", None, 100, 3),
-    ("nnUNetTrainerPolyCL_demo_k12", DEFAULT_STRATEGY, 10, 12),
+    ("nnUNetTrainerPolyCL_demo_k12", DEFAULT_STRATEGY, 5, 12),
     ("nnUNetTrainerPolyCL_O_k1", "O", 1000, 1),
 ])
 def test_nnunet_lookup_finds_each_variant_with_its_settings(ext_trainer, name, strategy, epochs, k):
@@ -35,7 +35,7 @@ def test_nnunet_lookup_finds_each_variant_with_its_settings(ext_trainer, name, s
     assert cls.polycl_strategy == strategy
     assert cls.polycl_num_labelled_cases == k
     schedule = {1000: nnUNetTrainerPolyCL, 100: variants.nnUNetTrainerPolyCL_paper,
-                2: variants.nnUNetTrainerPolyCL_smoke, 10: variants.nnUNetTrainerPolyCL_demo}[epochs]
+                2: variants.nnUNetTrainerPolyCL_smoke, 5: variants.nnUNetTrainerPolyCL_demo}[epochs]
     assert issubclass(cls, schedule)
     assert name in cls.__doc__ or cls in variants.SCHEDULES.values()
 
@@ -48,7 +48,7 @@ def test_combined_class_inherits_from_the_name_without_its_last_suffix():
 
 def test_generated_docstrings_describe_the_settings():
     doc = variants.trainer_class("nnUNetTrainerPolyCL_Baseline_demo_k4").__doc__
-    assert "random initialisation" in doc and "10 epochs x 10 iterations" in doc
+    assert "random initialisation" in doc and "5 epochs x 3 iterations" in doc
     assert "4 of the fold's training cases" in doc and str(SUBSET_SEED) in doc
     assert "polycl_pretrain -s simclr" in variants.nnUNetTrainerPolyCL_SimCLR.__doc__
     assert "100 epochs" in variants.nnUNetTrainerPolyCL_M_paper.__doc__
