@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the pre-training model; nnUNet_compile=true for the trainers")
     p.add_argument("--channels-last", action="store_true", help="pre-training model in channels_last memory format")
+    p.add_argument("--cpu-bf16", action="store_true",
+                   help="what-if: bf16 autocast for pre-training on the CPU too (polycl_pretrain autocasts on CUDA "
+                        "only); pays off on CPUs with AVX512-BF16 or AMX")
     p.add_argument("--patch", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="also measure pure compute (and its peak memory) on random H x W slices, e.g. 256 256")
     p.add_argument("--no-finetuning", action="store_true", help="skip figure 4 (fine-tuning)")
@@ -67,7 +70,7 @@ def _settings(args: argparse.Namespace) -> BenchmarkSettings:
     settings = BenchmarkSettings(
         dataset=args.d, plans_identifier=args.p, configuration=args.c, fold=args.f, strategy=args.strategy,
         device=args.device, num_workers=args.num_workers, patch=tuple(args.patch) if args.patch else None,
-        model=ModelOptions(channels_last=args.channels_last, compile=args.compile),
+        model=ModelOptions(channels_last=args.channels_last, compile=args.compile, cpu_bf16=args.cpu_bf16),
         finetuning=not args.no_finetuning, **{k: given[k] for k in explicit})
     return tiny_settings(settings, explicit) if args.tiny else settings
 

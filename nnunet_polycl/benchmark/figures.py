@@ -24,6 +24,7 @@ from nnunet_polycl.benchmark.pretraining_workloads import (
     EndToEndWorkload,
     real_batch_shape,
 )
+from nnunet_polycl.benchmark.report import fits_in_8gb
 from nnunet_polycl.benchmark.settings import BenchmarkSettings
 from nnunet_polycl.benchmark.stats import summarise
 from nnunet_polycl.benchmark.timing import Workload, calibrate, measure_interleaved
@@ -105,7 +106,8 @@ def patch_figure(run: PreparedRun, s: BenchmarkSettings, say: Say) -> dict:
     workload = ComputeWorkload(run, s.model, shape, name=f"compute {s.patch[0]}x{s.patch[1]}")
     steps, memory = _warm_compute(workload, s, run.device)
     figure = _timed_figures([(workload, steps, "triplets/s")], s, run.device, say)[0]
-    return {**figure, "patch_size": list(s.patch), **_memory_fields(memory)}
+    figure.update(patch_size=list(s.patch), **_memory_fields(memory))
+    return {**figure, "fits_in_8gb": fits_in_8gb(figure)}
 
 
 def finetuning_figures(run: PreparedRun, s: BenchmarkSettings, weights_file: str, scratch: str, log_file: str,

@@ -7,7 +7,7 @@ from os.path import join
 
 from nnunet_polycl.benchmark.figures import finetuning_figures, patch_figure, pretraining_figures
 from nnunet_polycl.benchmark.pretraining_workloads import prepare_pretraining
-from nnunet_polycl.benchmark.report import fits_in_8gb, format_table, headline, load_average, machine_info
+from nnunet_polycl.benchmark.report import format_table, headline, load_average, machine_info
 from nnunet_polycl.benchmark.settings import BenchmarkSettings
 from nnunet_polycl.checkpoint import atomic_write_json, seed_everything
 from nnunet_polycl.paths import PRETRAINED_WEIGHTS_FILE
@@ -28,13 +28,13 @@ def measure(s: BenchmarkSettings, scratch: str, log_file: str) -> dict:
     say(f"{run.ctx.dataset_name} ({s.plans_identifier}, {s.configuration}, fold {run.settings.fold}), strategy "
         f"{s.strategy}, device {run.device}, patch {list(run.ctx.patch_size)}")
     os.makedirs(weights_folder, exist_ok=True)
-    figures = pretraining_figures(run, s, weights_folder if s.finetuning else None, say)
+    figures = {}
+    if s.patch is not None:  # first, while nothing else is in memory
+        figures["compute_at_patch"] = patch_figure(run, s, say)
+    figures.update(pretraining_figures(run, s, weights_folder if s.finetuning else None, say))
     if s.finetuning:
         figures["finetuning"] = finetuning_figures(run, s, join(weights_folder, PRETRAINED_WEIGHTS_FILE), scratch,
                                                    log_file, say)
-    if s.patch is not None:
-        figures["compute_at_patch"] = patch_figure(run, s, say)
-        figures["compute_at_patch"]["fits_in_8gb"] = fits_in_8gb(figures["compute_at_patch"])
     return {
         "benchmark": "polycl_benchmark", "created": datetime.now().isoformat(timespec="seconds"),
         "dataset": run.ctx.dataset_name, "patch_size": list(run.ctx.patch_size),
@@ -48,9 +48,10 @@ def write_result(result: dict, output: str) -> None:
     """Print the table and write the JSON (atomically)."""
     machine = result["machine"]
     where = machine.get("gpu") or f"{machine['cpu']}, {machine['cpus_available']} CPUs"
+    options = [name for name, on in result["settings"]["model"].items() if on] or ["as polycl_pretrain runs"]
     print(f"\nPolyCL benchmark on {result['dataset']} (patch {result['patch_size']}), {where}, torch threads "
           f"{machine['torch_threads']}, load average {machine['load_average_start']} -> "
-          f"{machine['load_average_end']}")
+          f"{machine['load_average_end']}; pre-training model: {', '.join(options)}")
     print(format_table(result))
     atomic_write_json(result, output)
     print(f"Result written to {output}")

@@ -1,8 +1,8 @@
 """Peak memory of a block of training steps, on CUDA and on the CPU.
 
 - CUDA: ``torch.cuda.max_memory_allocated`` (tensors) and ``max_memory_reserved`` (what the caching allocator holds)
-  over the block, after ``reset_peak_memory_stats``; both include everything already allocated on the device (model,
-  optimiser state). The CUDA context itself (a few hundred MiB) is in neither.
+  over the block, after ``empty_cache`` and ``reset_peak_memory_stats``; both include everything already allocated on
+  the device (model, optimiser state). The CUDA context itself (a few hundred MiB) is in neither.
 - CPU (Linux): the growth of the process's peak resident set size during the block. The kernel's high-water mark
   (``VmHWM`` in ``/proc/self/status``) is reset to the current RSS by writing ``5`` to ``/proc/self/clear_refs``, so
   the figure is ``VmHWM after - VmRSS before``, plus the bytes of the model's parameters and buffers (resident before
@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import ctypes
+import gc
 import resource
 import sys
 from collections.abc import Iterator
@@ -69,7 +70,9 @@ def peak_memory(device: torch.device, model: nn.Module) -> Iterator[dict]:
     """Yield a dict that holds, after the block, ``peak_bytes`` and ``method`` (plus ``reserved_bytes`` on CUDA)."""
     record: dict = {}
     if device.type == "cuda":
+        gc.collect()  # tensors of earlier workloads that only reference cycles keep alive
         torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()  # so that the reserved peak holds only what the block needs
         torch.cuda.reset_peak_memory_stats(device)
         yield record
         torch.cuda.synchronize(device)

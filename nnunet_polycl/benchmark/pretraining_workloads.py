@@ -15,6 +15,7 @@ are already running), like a real epoch of the same number of batches.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,10 +31,19 @@ from nnunet_polycl.pretraining.task import PretrainingTask
 
 @dataclass(frozen=True)
 class ModelOptions:
-    """How the benchmark runs the model: ``channels_last`` memory format, ``torch.compile``."""
+    """How the benchmark runs the model: ``channels_last`` memory format, ``torch.compile``, and ``cpu_bf16``: bf16
+    autocast on the CPU too (the loop autocasts on CUDA only), to measure what it would gain."""
 
     channels_last: bool = False
     compile: bool = False
+    cpu_bf16: bool = False
+
+
+def precision(options: ModelOptions, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast around the loop's steps for ``cpu_bf16`` on the CPU; else nothing (the loop's own choice)."""
+    if options.cpu_bf16 and device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def prepare_pretraining(dataset: str | int, plans_identifier: str, configuration: str, fold: int | str,
@@ -78,14 +88,16 @@ class ComputeWorkload:
         self.task, self.device = run.task, run.device
         self.batch = torch.randn(shape, device=run.device)
         self.items_per_step = shape[0] // run.task.objective.views
+        self.options = options
 
     @property
     def model(self) -> torch.nn.Module:
         return unwrap(self.state.model)
 
     def run(self, units: int) -> None:
-        for _ in range(units):
-            train_step(self.state, self.task, self.batch, self.device)
+        with precision(self.options, self.device):
+            for _ in range(units):
+                train_step(self.state, self.task, self.batch, self.device)
 
 
 def items_from_epochs(make_epoch, first_epoch: int, count: int) -> np.ndarray:
@@ -138,12 +150,14 @@ class EndToEndWorkload(_LoaderWorkload):
         super().__init__(run, "end to end", batches)
         self.state = new_train_state(run, options)
         self.task_view = PretrainingTask(run.task.dataset, self.sampler, run.task.objective, run.task.triplet_sampler)
+        self.options = options
 
     def run(self, units: int) -> None:
-        for _ in range(units):
-            self.state.epoch = self.epoch
-            run_epoch(self.state, self.task_view, self.loader, self.device, self.epoch + 1)
-            self.epoch += 1
+        with precision(self.options, self.device):
+            for _ in range(units):
+                self.state.epoch = self.epoch
+                run_epoch(self.state, self.task_view, self.loader, self.device, self.epoch + 1)
+                self.epoch += 1
 
     def encoder_state(self) -> dict[str, torch.Tensor]:
         """The trained encoder's weights (CPU), for ``write_pretrained_weights``."""
