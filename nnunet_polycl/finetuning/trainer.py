@@ -93,6 +93,9 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
             self.print_to_log_file(f"ERROR: {e}")
             raise
         self.print_to_log_file(describe_record(self.polycl_record))
+        self._write_record()
+
+    def _write_record(self) -> None:
         if self.local_rank == 0:
             atomic_write_json(self.polycl_record, join(self.output_folder, RECORD_FILE))
 
@@ -138,3 +141,16 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
         checkpoint = torch.load(filename, weights_only=False)  # just written by nnU-Net: trusted
         checkpoint[CHECKPOINT_KEY] = self.polycl_record
         atomic_torch_save(checkpoint, filename)
+
+    def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
+        """nnU-Net's; a resumed run keeps the record of the weights it started from (kept in its checkpoint)."""
+        super().load_checkpoint(filename_or_checkpoint)
+        checkpoint = filename_or_checkpoint if isinstance(filename_or_checkpoint, dict) else \
+            torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False)
+        origin = checkpoint.get(CHECKPOINT_KEY)
+        if origin is None or origin == self.polycl_record:
+            return
+        self.print_to_log_file("The checkpoint's run started from other weights than those found now (which its "
+                               "weights replaced); its record is kept: " + describe_record(origin))
+        self.polycl_record = origin
+        self._write_record()
