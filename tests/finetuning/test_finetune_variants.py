@@ -60,10 +60,10 @@ def test_every_method_schedule_combination_is_exported_by_the_thin_trainer_modul
 
     sys.path.insert(0, trainer_directory())
     try:
-        thin = importlib.import_module("polycl_finetuning_trainers")
+        thin = importlib.import_module("nnUNetTrainerPolyCL")
     finally:
         sys.path.remove(trainer_directory())
-        sys.modules.pop("polycl_finetuning_trainers", None)
+        sys.modules.pop("nnUNetTrainerPolyCL", None)
     names = [f"nnUNetTrainerPolyCL{m}{s}" for m in ("", "_S", "_O", "_M", "_SimCLR", "_Baseline")
              for s in ("", "_paper", "_demo", "_smoke")]
     assert set(names) <= set(thin.__all__)
