@@ -46,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
                         f"baseline (default: {DEFAULT_STRATEGY})")
     p.add_argument("--label", nargs="+", default=None, metavar="LABEL",
                    help="O / M: target label name(s) or value(s) from dataset.json (default: any foreground)")
-    p.add_argument("--epochs", type=int, default=100, help="epochs; each uses every slice once as anchor (default: 100)")
+    p.add_argument("--epochs", type=int, default=100,
+                   help="epochs; each uses every slice once as an anchor (default: 100)")
     p.add_argument("--batch-size", type=int, default=20, help="triplets (SimCLR: slices) per batch (default: 20)")
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: 1e-4)")
     p.add_argument("--temperature", type=float, default=None, help="loss temperature (default: 1 / batch size)")

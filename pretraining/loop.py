@@ -24,7 +24,7 @@ from tqdm import tqdm
 from nnunet_polycl.checkpoint import atomic_torch_save, capture_rng_state, restore_rng_state
 from nnunet_polycl.paths import PolyCLUserError
 from nnunet_polycl.pretraining.progress import PLOT_FILE, RunLog, empty_history, epoch_line, plot_progress
-from nnunet_polycl.pretraining.settings import RESTART_EVERY_EPOCHS, PretrainSettings
+from nnunet_polycl.pretraining.settings import RESTART_EVERY_EPOCHS, PretrainSettings, method_name
 from nnunet_polycl.pretraining.slice_data import make_loader
 from nnunet_polycl.pretraining.task import PretrainingTask
 
@@ -128,19 +128,19 @@ def run_epoch(state: TrainState, task: PretrainingTask, loader, device: torch.de
     state.model.train()
     sums = torch.zeros(5, dtype=torch.float64)  # loss * M, sum cos+, sum cos-, correct, triplets
     slices, start = 0, time.perf_counter()
-    bar = tqdm(loader, total=len(task.sampler), desc=f"Epoch {epoch}/{epochs}", unit="batch", leave=False,
-               mininterval=1.0)
-    for step, batch in enumerate(bar):
-        batch = batch.to(device, non_blocking=True)
-        try:
-            loss, cos_pos, cos_neg = train_step(state, task, batch, device)
-        except FloatingPointError as e:
-            raise diverged_error(state, step + 1, str(e)) from None
-        m = batch.shape[0] // task.objective.views
-        sums += torch.stack([loss * m, cos_pos.sum(), cos_neg.sum(), (cos_pos > cos_neg).sum(),
-                             torch.tensor(cos_pos.numel(), device=loss.device)]).double().cpu()
-        slices += batch.shape[0]
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+    with tqdm(loader, total=len(task.sampler), desc=f"Epoch {epoch}/{epochs}", unit="batch", leave=False,
+              mininterval=1.0) as bar:
+        for step, batch in enumerate(bar):
+            batch = batch.to(device, non_blocking=True)
+            try:
+                loss, cos_pos, cos_neg = train_step(state, task, batch, device)
+            except FloatingPointError as e:
+                raise diverged_error(state, step + 1, str(e)) from None
+            m = batch.shape[0] // task.objective.views
+            sums += torch.stack([loss * m, cos_pos.sum(), cos_neg.sum(), (cos_pos > cos_neg).sum(),
+                                 torch.tensor(cos_pos.numel(), device=loss.device)]).double().cpu()
+            slices += batch.shape[0]
+            bar.set_postfix(loss=f"{loss.item():.4f}")
     seconds = time.perf_counter() - start
     n_triplets = max(sums[4].item(), 1.0)
     return {"loss": sums[0].item() / max(task.sampler.num_items, 1),
@@ -166,7 +166,7 @@ def train(state: TrainState, task: PretrainingTask, settings: PretrainSettings, 
           device: torch.device) -> None:
     """Train from ``state.epoch`` up to ``settings.epochs``, checkpointing and logging after every epoch."""
     loader = make_loader(task.dataset, task.sampler, settings.num_workers, device)
-    title = f"PolyCL-{settings.strategy} {settings.dataset_name} fold {settings.fold}"
+    title = f"{method_name(settings.strategy)} {settings.dataset_name} fold {settings.fold}"
     while state.epoch < settings.epochs:
         metrics = run_epoch(state, task, loader, device, settings.epochs)
         state.epoch += 1

@@ -24,6 +24,7 @@ from nnunet_polycl.paths import (
 from nnunet_polycl.pretraining.loop import (
     FINAL_CHECKPOINT,
     LATEST_CHECKPOINT,
+    TrainState,
     change_lr,
     checkpoint_dict,
     new_state,
@@ -37,7 +38,7 @@ from nnunet_polycl.pretraining.outputs import (
     write_pretrained_weights,
 )
 from nnunet_polycl.pretraining.progress import RunLog
-from nnunet_polycl.pretraining.settings import PretrainSettings, check_resumable
+from nnunet_polycl.pretraining.settings import PretrainSettings, check_resumable, method_name
 from nnunet_polycl.pretraining.slice_data import default_num_workers
 from nnunet_polycl.pretraining.task import PretrainingTask, build_task
 from nnunet_polycl.slice_index import SliceIndex, build_slice_index, resolve_labels
@@ -57,6 +58,7 @@ class PreparedRun:
     folder: str
     device: torch.device
     overwrite: bool
+    continue_training: bool = False
     resume: dict | None = None
     resume_file: str | None = None
 
@@ -138,7 +140,8 @@ def prepare(dataset: str | int, plans_identifier: str, configuration: str, fold:
     folder = os.path.abspath(output_folder or default_pretraining_folder(
         ctx.dataset_name, strategy, plans_identifier, configuration, fold))
     check_output_folder(folder, continue_training, overwrite)
-    run = PreparedRun(settings, ctx, train_ids, val_ids, index, task, folder, torch_device, overwrite)
+    run = PreparedRun(settings, ctx, train_ids, val_ids, index, task, folder, torch_device, overwrite,
+                      continue_training)
     if continue_training:
         run.resume, run.resume_file = _resume_checkpoint(folder, settings)
     return run
@@ -161,23 +164,32 @@ def execute(run: PreparedRun) -> str:
     seed_everything(s.seed)
     model = ContrastiveEncoder(encoder_of(build_plans_network(run.ctx)), s.embed_dim).to(run.device)
     state = new_state(model, s.lr, len(run.task.sampler), run.device)
-    log(f"PolyCL-{s.strategy} pre-training of {s.dataset_name} ({s.plans_identifier}, {s.configuration}, fold "
-        f"{s.fold}): {len(run.train_ids)} training cases, {len(run.index)} slices ({int(run.index.organ.sum())} with "
-        f"the organ), {len(run.task.sampler)} batches of {s.batch_size} per epoch, device {run.device}, output "
+    log(f"{method_name(s.strategy)} pre-training of {s.dataset_name} ({s.plans_identifier}, {s.configuration}, "
+        f"fold {s.fold}): {len(run.train_ids)} training cases, {len(run.index)} slices ({int(run.index.organ.sum())} "
+        f"with the organ), {len(run.task.sampler)} batches of {s.batch_size} per epoch, device {run.device}, output "
         f"{run.folder}")
-    if run.resume is not None:
-        restore_state(state, run.resume)
-        log(f"Continuing from {run.resume_file} after epoch {state.epoch}.")
-        if run.resume["settings"]["lr"] != s.lr:
-            change_lr(state, s.lr)
-            log(f"Base learning rate changed from {run.resume['settings']['lr']:g} to {s.lr:g}.")
+    _resume(run, state, log)
     try:
         train(state, run.task, s, run.folder, log, run.device)
     except PolyCLUserError as e:
         log(f"ERROR: {e}")
         raise
-    write_pretrained_weights(run.folder, run.ctx, {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()},
-                             s, state.epoch)
+    encoder_state = {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()}
+    weights = write_pretrained_weights(run.folder, run.ctx, encoder_state, s, state.epoch)
     atomic_torch_save(checkpoint_dict(state, s), join(run.folder, FINAL_CHECKPOINT))
-    log(f"Finished: {state.epoch} epochs done. Encoder weights for fine-tuning: {join(run.folder, PRETRAINED_WEIGHTS_FILE)}")
+    log(f"Finished: {state.epoch} epochs done. Encoder weights for fine-tuning: {weights}")
     return run.folder
+
+
+def _resume(run: PreparedRun, state: TrainState, log: RunLog) -> None:
+    """Restore ``state`` from the --c checkpoint (if any) and apply a changed --lr."""
+    if run.continue_training and run.resume is None:
+        log(f"--c: no checkpoint in {run.folder} yet; starting from scratch.")
+    if run.resume is None:
+        return
+    restore_state(state, run.resume)
+    log(f"Continuing from {run.resume_file} after epoch {state.epoch}.")
+    saved_lr = run.resume["settings"]["lr"]
+    if saved_lr != run.settings.lr:
+        change_lr(state, run.settings.lr)
+        log(f"Base learning rate changed from {saved_lr:g} to {run.settings.lr:g}.")

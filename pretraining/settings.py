@@ -12,6 +12,11 @@ RESUMABLE_CHANGES = ("epochs", "num_workers", "device", "lr")
 RESTART_EVERY_EPOCHS = 10
 
 
+def method_name(strategy: str) -> str:
+    """``PolyCL-O`` ... for the triplet strategies, ``SimCLR`` for the baseline (for logs and plots)."""
+    return "SimCLR" if strategy == "simclr" else f"PolyCL-{strategy}"
+
+
 @dataclass(frozen=True)
 class PretrainSettings:
     """Resolved settings of a run (labels resolved to segmentation values, temperature to a number)."""

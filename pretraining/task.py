@@ -34,7 +34,8 @@ def build_task(ctx: PlansContext, index: SliceIndex, strategy: str, batch_size: 
     """
     if strategy == "simclr":
         if batch_size < 2:
-            raise PolyCLUserError("SimCLR contrasts each slice with the other slices of its batch: use --batch-size >= 2.")
+            raise PolyCLUserError("SimCLR contrasts each slice with the other slices of its batch: use --batch-size "
+                                  ">= 2.")
         if len(index) < 2:
             raise PolyCLUserError(f"SimCLR needs at least 2 slices; the index has {len(index)}. Use a larger "
                                   f"--slice-fraction or more cases.")

@@ -1,4 +1,4 @@
-"""Surviving interruptions: SIGKILL during an epoch then --c, and a diverging loss that keeps the last good checkpoint."""
+"""Interruptions: SIGKILL during an epoch then --c, and a diverging loss that keeps the last good checkpoint."""
 from __future__ import annotations
 
 import hashlib
