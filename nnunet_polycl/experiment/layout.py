@@ -4,7 +4,8 @@ Layout of an experiment folder::
 
     experiment.json                         configuration (refuses to mix configurations) and history
     cases/imagesTs/, cases/labelsTs/        links to the evaluated cases' raw images and reference labels
-    pretraining/<method>__seed<s>/          polycl_pretrain output (shared by every k), pretrain.log
+    pretraining/<method>__seed<s>/          polycl_pretrain output (shared by every k), with <name>.log and
+                                            <name>.finished.json beside it
     runs/<method>__seed<s>__k<k>/           one run: its own nnUNet_results/, predictions/, evaluation/,
                                             finetune.log, predict.log and finished.json (written last)
     reports/                                Table 1 (markdown, CSV), Fig. 4 (PNG), every number (JSON)

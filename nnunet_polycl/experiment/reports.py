@@ -8,12 +8,13 @@ k) and ``results.json`` (every case's numbers and every run's record).
 from __future__ import annotations
 
 import json
-from os.path import join
+from os.path import isfile, join
 
 from nnunet_polycl.evaluation import evaluate_folders, plot_against_k, summary_rows, write_method_table
 from nnunet_polycl.evaluation.files import write_json_atomic
 from nnunet_polycl.experiment.layout import FINISHED_FILE, ExperimentLayout, RunSpec
 from nnunet_polycl.experiment.state import read_marker
+from nnunet_polycl.paths import PolyCLUserError
 
 BASELINE = "baseline"
 
@@ -33,7 +34,11 @@ def finished_runs(layout: ExperimentLayout) -> list[tuple[dict, list[dict]]]:
         if record is None:
             continue
         run = RunSpec(record["method"], record["seed"], record["k"])
-        with open(join(layout.evaluation(run), "summary.json")) as f:
+        summary_file = join(layout.evaluation(run), "summary.json")
+        if not isfile(summary_file):
+            raise PolyCLUserError(f"Run {name} is marked finished but {summary_file} is missing. Delete "
+                                  f"{join(layout.root, 'runs', name, FINISHED_FILE)} to predict and evaluate it again.")
+        with open(summary_file) as f:
             summary = json.load(f)
         k = None if run.k == "all" else run.k
         results.append((record, summary_rows(summary, method=run.method, seed=run.seed, k=k)))

@@ -7,10 +7,12 @@ reports are rewritten after every finished run.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import time
 from dataclasses import dataclass, field
+from os.path import join
 
 from nnunet_polycl.experiment.cases import EvaluationCases, link_cases, select_cases
 from nnunet_polycl.experiment.layout import ExperimentLayout, RunSpec, default_experiment_folder, run_grid
@@ -19,7 +21,7 @@ from nnunet_polycl.experiment.progress import ExperimentProgress
 from nnunet_polycl.experiment.reports import evaluate_run, write_reports
 from nnunet_polycl.experiment.state import check_experiment, read_marker, record_call, write_marker
 from nnunet_polycl.experiment.steps import StepContext, base_environment, finetune, predict, pretrain
-from nnunet_polycl.network import load_plans_context
+from nnunet_polycl.network import PlansContext, load_plans_context
 from nnunet_polycl.paths import PolyCLUserError, resolve_dataset_name
 from nnunet_polycl.splits import parse_fold
 
@@ -100,10 +102,13 @@ def check_trainers(names: list[str]) -> None:
             os.environ["nnUNet_extTrainer"] = previous
 
 
-def _identity(dataset_name: str, req: ExperimentRequest, fold: int | str, settings: ProtocolSettings,
-              cases: EvaluationCases) -> dict:
-    return {"dataset": dataset_name, "fold": fold, "plans": req.plans_identifier, "configuration": CONFIGURATION,
-            "evaluated_cases": list(cases.cases), **settings.to_dict()}
+def _identity(plans_ctx: PlansContext, fold: int | str, settings: ProtocolSettings, cases: EvaluationCases) -> dict:
+    """The settings that define an experiment's numbers (a changed plans file counts: re-planning changes them)."""
+    with open(join(plans_ctx.preprocessed_folder, plans_ctx.plans_identifier + ".json"), "rb") as f:
+        plans_sha256 = hashlib.sha256(f.read()).hexdigest()
+    return {"dataset": plans_ctx.dataset_name, "fold": fold, "plans": plans_ctx.plans_identifier,
+            "plans_sha256": plans_sha256, "configuration": CONFIGURATION, "evaluated_cases": list(cases.cases),
+            **settings.to_dict()}
 
 
 def prepare(req: ExperimentRequest) -> tuple[StepContext, list[RunSpec], EvaluationCases]:
@@ -130,7 +135,7 @@ def prepare(req: ExperimentRequest) -> tuple[StepContext, list[RunSpec], Evaluat
     runs = run_grid(methods, seeds, ks)
     layout = ExperimentLayout(os.path.abspath(req.output_folder or
                                               default_experiment_folder(dataset_name, preset.name, fold)))
-    identity = _identity(dataset_name, req, fold, settings, cases)
+    identity = _identity(plans_ctx, fold, settings, cases)
     forced = check_experiment(layout.experiment_file, identity, req.force_mix)
     check_trainers([r.trainer(settings.schedule) for r in runs])
     os.makedirs(layout.root, exist_ok=True)

@@ -115,17 +115,17 @@ def test_other_configuration_is_refused_and_nothing_is_touched(experiment):
 def test_run_without_its_marker_is_redone(experiment):
     folder = experiment["folder"]
     run = folder / "runs" / "baseline__seed0__k2"
-    (run / "finished.json").unlink()  # as after a crash during fine-tuning's final validation
-    (run / "finetune.finished.json").unlink()
+    (run / "finished.json").unlink()  # as after a crash during the run's prediction or evaluation
+    finetune_log = (run / "finetune.log").read_text()
     old_prediction = next((run / "predictions").glob("*.nii.gz")).stat().st_mtime
     proc = run_cli([*ARGS, "-o", str(folder)], experiment["env"])
     assert "Ran 1 run(s)" in proc.stdout and "3 run(s) were already finished and skipped" in proc.stdout
-    assert "[baseline__seed0__k2] fine-tuning" in proc.stderr
-    finetune_log = (run / "finetune.log").read_text()
-    assert finetune_log.count("===== ") == 2 and "-device cpu --c" in finetune_log  # nnU-Net's --c continued it
+    assert "[baseline__seed0__k2] prediction" in proc.stderr and "[baseline__seed0__k2] evaluation" in proc.stderr
+    assert (run / "finetune.log").read_text() == finetune_log  # its fine-tuning had finished: kept, not repeated
     assert (run / "finished.json").is_file()
     assert next((run / "predictions").glob("*.nii.gz")).stat().st_mtime > old_prediction
-    assert len(json.loads((folder / "reports" / "results.json").read_text())["runs"]) == len(RUNS)
+    results = json.loads((folder / "reports" / "results.json").read_text())
+    assert sorted(f"{r['method']}__seed{r['seed']}__k{r['k']}" for r in results["runs"]) == sorted(RUNS)
 
 
 def _fold0(preprocessed_demo: Path) -> dict:
