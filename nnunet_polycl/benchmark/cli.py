@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="triplets per pre-training batch (default: 20)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per figure, median reported (default: 5)")
     p.add_argument("--steps", type=int, default=None,
-                   help="steps (batches, iterations) per repeat (default: calibrated to ~5 s per repeat)")
+                   help="steps (batches, iterations) per repeat (default: calibrated to ~2 s per repeat, at least 1)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps before timing (default: 1)")
     p.add_argument("--num-workers", type=int, default=None,
                    help="pre-training DataLoader workers (default: polycl_pretrain's, min(4, CPUs))")

@@ -81,14 +81,14 @@ def _memory(figure: dict) -> str:
 
 def _row(label: str, figure: dict, per_repeat: str) -> str:
     spread = f"{min(figure['per_repeat']):.4g}-{max(figure['per_repeat']):.4g}"
-    return (f"{label:<34}{figure['median']:>12.4g} {figure['unit']:<13}{spread:>19}  "
+    return (f"{label:<42}{figure['median']:>12.4g} {figure['unit']:<13}{spread:>19}  "
             f"{figure['steps_per_repeat']:>6} {per_repeat:<11}{_memory(figure):>12}")
 
 
 def format_table(result: dict) -> str:
     """The human-readable table: one row per figure, then the ratios."""
     f, s = result["figures"], result["settings"]
-    lines = [f"{'figure':<34}{'median':>12} {'unit':<13}{'min-max (repeats)':>19}  {'per repeat':<18}"
+    lines = [f"{'figure':<42}{'median':>12} {'unit':<13}{'min-max (repeats)':>19}  {'per repeat':<18}"
              f"{'peak memory':>12}",
              _row("1 pure compute", f["compute"], "steps"),
              _row("2 data path", f["data_path"], "batches"),
@@ -108,5 +108,5 @@ def format_table(result: dict) -> str:
     for name, value in r["ratios"].items():
         target = r["targets"].get(name)
         verdict = "" if target is None else f"   target >= {target:g}: {'met' if r['targets_met'][name] else 'NOT met'}"
-        lines.append(f"ratio {name.replace('_', ' '):<34}{value:>10.3f}{verdict}")
+        lines.append(f"ratio {name.replace('_', ' '):<42}{value:>10.3f}{verdict}")
     return "\n".join(lines)

@@ -7,7 +7,7 @@ from nnunet_polycl.benchmark.pretraining_workloads import ModelOptions
 from nnunet_polycl.paths import DEFAULT_STRATEGY, PolyCLUserError
 
 DEMO_DATASET = 990
-REPEAT_SECONDS = 5.0  # a timed repeat of compute / end to end / fine-tuning lasts about this long (when calibrated)
+REPEAT_SECONDS = 2.0  # a timed repeat of compute / end to end / fine-tuning lasts about this long (when calibrated)
 DATA_REPEAT_SECONDS = 1.0  # ... of the data path alone (much faster: a shorter repeat suffices)
 TINY = {"batch_size": 4, "finetuning_batch_size": 2, "repeats": 2, "steps": 1, "warmup": 1,
         "repeat_seconds": 0.05, "data_repeat_seconds": 0.05}
