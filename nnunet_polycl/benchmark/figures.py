@@ -2,7 +2,8 @@
 
 Protocol of every figure: build the workload from the real code, warm it up (``warmup`` units, which on a fresh
 model also yields the peak memory), choose the work per repeat (``steps``, or calibrated to about
-``repeat_seconds``), then time ``repeats`` repeats, interleaved with the other figures of the same stage.
+``repeat_seconds``), then time ``repeats`` repeats. The repeats of the three pre-training figures are interleaved;
+the two fine-tuning trainers run one after the other (see :func:`finetuning_figures`).
 """
 from __future__ import annotations
 

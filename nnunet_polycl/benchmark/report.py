@@ -108,5 +108,5 @@ def format_table(result: dict) -> str:
     for name, value in r["ratios"].items():
         target = r["targets"].get(name)
         verdict = "" if target is None else f"   target >= {target:g}: {'met' if r['targets_met'][name] else 'NOT met'}"
-        lines.append(f"ratio {name.replace('_', ' '):<42}{value:>10.3f}{verdict}")
+        lines.append(f"{'ratio ' + name.replace('_', ' '):<42}{value:>12.3f}{verdict}")
     return "\n".join(lines)
