@@ -44,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per figure, median reported (default: 5)")
     p.add_argument("--steps", type=int, default=None,
                    help="steps (batches, iterations) per repeat (default: calibrated to ~2 s per repeat, at least 1)")
-    p.add_argument("--warmup", type=int, default=None, help="warm-up steps before timing (default: 1)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="warm-up steps of the pre-training figures before timing (default: 1; fine-tuning always "
+                        "warms up for 6 iterations, the cache of nnU-Net's augmentation workers)")
     p.add_argument("--num-workers", type=int, default=None,
                    help="pre-training DataLoader workers (default: polycl_pretrain's, min(4, CPUs))")
     p.add_argument("--compile", action="store_true",

@@ -129,7 +129,7 @@ def finetuning_figures(run: PreparedRun, s: BenchmarkSettings, weights_file: str
             with started_trainer(run.ctx.dataset_name, run.settings.configuration, run.settings.fold,
                                  run.settings.plans_identifier, name, run.device, environment, log_file,
                                  s.finetuning_batch_size) as workload:
-                workload.run(s.warmup)
+                workload.run(s.finetuning_warmup)
                 iterations = iterations or calibrate(workload, run.device, s.repeat_seconds)
                 say(f"Timing {s.repeats} repeats of {iterations} iterations")
                 figures[key] = {**_timed_figures([(workload, iterations, "iterations/s")], s, run.device, say)[0],
