@@ -1,14 +1,17 @@
 """``nnUNetTrainerPolyCL``: nnU-Net's trainer, started from the PolyCL pre-trained encoder, with a Dice-only loss.
 
 Everything else is stock nnU-Net (augmentation, schedule, validation, checkpoints, progress.png, prediction). What
-differs, each in one overridden method:
+differs, each in one overridden method that calls nnU-Net's:
 
+- ``__init__``: refuses a 3D configuration before anything is written.
 - ``initialize``: after nnU-Net built the network, the encoder is loaded from ``polycl_pretrain``'s output for the
   same dataset, plans, configuration and fold (or from ``$POLYCL_PRETRAINED_WEIGHTS``). Missing weights are an error,
   never a silent random start. Which file was loaded (path, sha256, strategy, pre-training epochs) goes to the
   training log, to ``polycl_finetuning.json`` in the fold folder and to every checkpoint (key ``polycl_finetuning``).
 - ``_build_loss``: nnU-Net's own loss with the cross-entropy weight set to 0 (see :mod:`.loss`).
 - ``do_split``: nnU-Net's split; variants with ``polycl_num_labelled_cases = k`` keep k training cases.
+- ``save_checkpoint`` / ``load_checkpoint``: add / read back the ``polycl_finetuning`` record, so a resumed run keeps
+  the record of the weights it started from.
 
 Order of weights, last one wins: pre-trained encoder (``initialize``), then ``-pretrained_weights FILE`` (nnU-Net
 applies it after ``initialize``), then the checkpoint of ``--c`` / ``--val`` (``load_checkpoint`` runs after
@@ -25,11 +28,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_polycl.checkpoint import atomic_torch_save, atomic_write_json
-from nnunet_polycl.finetuning.labelled_subset import (
-    SUBSET_FILE,
-    choose_labelled_cases,
-    subset_record,
-)
+from nnunet_polycl.finetuning.labelled_subset import SUBSET_FILE, choose_labelled_cases, subset_record
 from nnunet_polycl.finetuning.loss import dice_only
 from nnunet_polycl.finetuning.pretrained import (
     OVERRIDE_VARIABLE,
