@@ -3,7 +3,8 @@
 Every figure of ``polycl_benchmark`` is measured in several repeats within one run. A repeat does a fixed amount of
 work (``items`` triplets or iterations) and is timed as a whole; its rate is ``items / seconds``. The reported figure
 is the median rate over the repeats (robust to a repeat slowed by other load on a shared machine), and a ratio of two
-figures is the ratio of their medians.
+figures is the ratio of their medians, or, for figures whose repeats ran interleaved, the median of the per-repeat
+ratios (:func:`paired_ratio`).
 """
 from __future__ import annotations
 
@@ -40,6 +41,18 @@ def ratio(numerator: float, denominator: float) -> float:
     _check_finite_positive("numerator", numerator)
     _check_finite_positive("denominator", denominator)
     return float(numerator) / float(denominator)
+
+
+def paired_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> float:
+    """Median of the per-repeat ratios of two figures whose repeats ran interleaved (repeat i of one right after
+    repeat i of the other): a change of background load during the run cancels out of each pair.
+
+    Raises:
+        ValueError: different numbers of repeats, none, or a value that is not a finite number > 0.
+    """
+    if len(numerators) != len(denominators):
+        raise ValueError(f"paired figures need as many repeats each; got {len(numerators)} and {len(denominators)}.")
+    return median([ratio(a, b) for a, b in zip(numerators, denominators, strict=True)])
 
 
 def rates(items: float, seconds: Sequence[float]) -> list[float]:

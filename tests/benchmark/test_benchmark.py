@@ -13,7 +13,7 @@ import pytest
 
 from nnunet_polycl.benchmark.cli import benchmark_entry
 from nnunet_polycl.benchmark.pretraining_workloads import items_from_epochs
-from nnunet_polycl.benchmark.stats import median, rates, ratio, summarise
+from nnunet_polycl.benchmark.stats import median, paired_ratio, rates, ratio, summarise
 from nnunet_polycl.benchmark.timing import measure_interleaved
 from tests.conftest import run_cli
 
@@ -36,6 +36,15 @@ def test_ratio_and_rates():
     assert rates(20, [2.0, 4.0]) == [10.0, 5.0]
     with pytest.raises(ValueError, match="repeat duration"):
         rates(20, [1.0, 0.0])
+
+
+def test_paired_ratio_is_the_median_of_per_repeat_ratios():
+    # repeat 3 ran while the machine was busy: both figures dropped, their ratio did not
+    compute, end_to_end = [10.0, 10.0, 2.0, 10.0], [9.0, 9.5, 1.9, 9.8]
+    assert paired_ratio(end_to_end, compute) == pytest.approx(0.95)
+    assert ratio(median(end_to_end), median(compute)) == pytest.approx(0.925)
+    with pytest.raises(ValueError, match="as many repeats"):
+        paired_ratio([1.0, 2.0], [1.0])
 
 
 def test_summary_is_the_median_rate_of_the_repeats():
