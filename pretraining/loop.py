@@ -127,11 +127,12 @@ def run_epoch(state: TrainState, task: PretrainingTask, loader, device: torch.de
     task.sampler.set_epoch(state.epoch)
     state.model.train()
     sums = torch.zeros(5, dtype=torch.float64)  # loss * M, sum cos+, sum cos-, correct, triplets
-    slices, start = 0, time.perf_counter()
+    slices, lr, start = 0, float("nan"), time.perf_counter()
     with tqdm(loader, total=len(task.sampler), desc=f"Epoch {epoch}/{epochs}", unit="batch", leave=False,
               mininterval=1.0) as bar:
         for step, batch in enumerate(bar):
             batch = batch.to(device, non_blocking=True)
+            lr = state.optimizer.param_groups[0]["lr"]  # the learning rate this step uses
             try:
                 loss, cos_pos, cos_neg = train_step(state, task, batch, device)
             except FloatingPointError as e:
@@ -146,7 +147,7 @@ def run_epoch(state: TrainState, task: PretrainingTask, loader, device: torch.de
     return {"loss": sums[0].item() / max(task.sampler.num_items, 1),
             "cos_pos": sums[1].item() / n_triplets, "cos_neg": sums[2].item() / n_triplets,
             "accuracy": sums[3].item() / n_triplets, "slices_per_s": slices / seconds, "epoch_time_s": seconds,
-            "lr": state.optimizer.param_groups[0]["lr"]}
+            "lr": lr}
 
 
 def diverged_error(state: TrainState, iteration: int, what: str) -> PolyCLUserError:

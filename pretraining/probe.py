@@ -69,8 +69,16 @@ def triplet_accuracy(model: ContrastiveEncoder, ctx: PlansContext, case_ids: Seq
         PolyCLUserError: the cases cannot serve the strategy (e.g. O on cases without organ slices).
     """
     index = build_slice_index(ctx, case_ids, labels)
+    return triplet_accuracy_of_embeddings(embed_index(model, ctx, index, device=device), index, strategy, seed,
+                                          rounds)
+
+
+def triplet_accuracy_of_embeddings(z: torch.Tensor, index: SliceIndex, strategy: str, seed: int = 0,
+                                   rounds: int = 5) -> dict[str, float]:
+    """:func:`triplet_accuracy` for unit-length embeddings ``z`` (``[N, D]``, rows of ``index``) computed before."""
+    if z.shape[0] != len(index):
+        raise ValueError(f"z has {z.shape[0]} rows but the index has {len(index)} slices")
     sampler = make_sampler(strategy, index, seed)
-    z = embed_index(model, ctx, index, device=device)
     triplets = torch.from_numpy(np.concatenate([sampler.triplets(r) for r in range(rounds)]))
     anchor, positive, negative = (z[triplets[:, i]] for i in range(3))
     cos_pos, cos_neg = (anchor * positive).sum(1), (anchor * negative).sum(1)

@@ -10,6 +10,8 @@ from datetime import datetime
 
 from nnunet_polycl.checkpoint import atomic_write
 
+# Per epoch: mean loss, mean cos(z, z+) and cos(z, z-), share of triplets with cos+ > cos-, slices through the model
+# per second (data loading included), wall time, and the learning rate of the epoch's last step.
 METRICS = ("loss", "cos_pos", "cos_neg", "accuracy", "slices_per_s", "epoch_time_s", "lr")
 LOG_FILE = "training_log.txt"
 PLOT_FILE = "progress.png"

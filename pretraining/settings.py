@@ -55,8 +55,9 @@ class PretrainSettings:
 def check_resumable(saved: dict, current: PretrainSettings, checkpoint_file: str) -> None:
     """Raise a PolyCLUserError listing every run-defining setting that differs from the checkpoint's."""
     now = current.to_dict()
-    changed = [f"{key}: checkpoint {saved.get(key)!r}, now {now[key]!r}" for key in now
-               if key not in RESUMABLE_CHANGES and saved.get(key) != now[key]]
+    compared = [key for key in now if key not in RESUMABLE_CHANGES and key != "labels"]  # label_values compared
+    changed = [f"{key}: checkpoint {saved.get(key)!r}, now {now[key]!r}" for key in compared
+               if saved.get(key) != now[key]]
     if changed:
         raise PolyCLUserError(
             f"Cannot continue {checkpoint_file} with different settings ({'; '.join(changed)}). Pass the settings the "
