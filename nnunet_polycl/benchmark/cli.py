@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from os.path import abspath, exists, splitext
 
+import torch
+
 from nnunet_polycl.benchmark.pretraining_workloads import ModelOptions
 from nnunet_polycl.benchmark.settings import (
     DEMO_DATASET,
@@ -49,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
                         "warms up for 6 iterations, the cache of nnU-Net's augmentation workers)")
     p.add_argument("--num-workers", type=int, default=None,
                    help="pre-training DataLoader workers (default: polycl_pretrain's, min(4, CPUs))")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of the benchmark process (default: torch's, one per core). On a machine "
+                        "shared with other work, 1 gives far steadier CPU timings")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the pre-training model; nnUNet_compile=true for the trainers")
     p.add_argument("--channels-last", action="store_true", help="pre-training model in channels_last memory format")
@@ -71,7 +76,7 @@ def _settings(args: argparse.Namespace) -> BenchmarkSettings:
     explicit = {k for k, v in given.items() if v is not None}
     settings = BenchmarkSettings(
         dataset=args.d, plans_identifier=args.p, configuration=args.c, fold=args.f, strategy=args.strategy,
-        device=args.device, num_workers=args.num_workers, patch=tuple(args.patch) if args.patch else None,
+        device=args.device, num_workers=args.num_workers, threads=args.threads, patch=tuple(args.patch) if args.patch else None,
         model=ModelOptions(channels_last=args.channels_last, compile=args.compile, cpu_bf16=args.cpu_bf16),
         finetuning=not args.no_finetuning, **{k: given[k] for k in explicit})
     return tiny_settings(settings, explicit) if args.tiny else settings
@@ -118,9 +123,14 @@ def run_benchmark(settings: BenchmarkSettings, output: str, overwrite: bool = Fa
     _check_output(output, overwrite)
     if overwrite and exists(log_file_for(output)):
         os.remove(log_file_for(output))
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="polycl_benchmark_") as scratch:
-        result = measure(settings, scratch, log_file_for(output))
+    start, threads = time.perf_counter(), torch.get_num_threads()
+    try:
+        if settings.threads is not None:
+            torch.set_num_threads(settings.threads)
+        with tempfile.TemporaryDirectory(prefix="polycl_benchmark_") as scratch:
+            result = measure(settings, scratch, log_file_for(output))
+    finally:
+        torch.set_num_threads(threads)
     result["wall_time_s"] = time.perf_counter() - start
     write_result(result, output)
     return result

@@ -31,6 +31,7 @@ class BenchmarkSettings:
     steps: int | None = None
     warmup: int = 1
     num_workers: int | None = None
+    threads: int | None = None  # torch intra-op threads of the benchmark process; None: torch's default
     model: ModelOptions = field(default_factory=ModelOptions)
     patch: tuple[int, int] | None = None
     finetuning: bool = True
@@ -57,6 +58,7 @@ def check_settings(s: BenchmarkSettings) -> None:
         (s.steps is not None and s.steps < 1, f"--steps must be >= 1 (got {s.steps})"),
         (s.warmup < 1, f"--warmup must be >= 1 (got {s.warmup})"),
         (s.num_workers is not None and s.num_workers < 0, f"--num-workers must be >= 0 (got {s.num_workers})"),
+        (s.threads is not None and s.threads < 1, f"--threads must be >= 1 (got {s.threads})"),
         (s.patch is not None and min(s.patch) < 8, f"--patch sizes must be >= 8 (got {s.patch})"),
     ) if bad]
     if problems:
