@@ -13,6 +13,7 @@ from os.path import isfile, join
 from nnunet_polycl.evaluation import evaluate_folders, plot_against_k, summary_rows, write_method_table
 from nnunet_polycl.evaluation.files import write_json_atomic
 from nnunet_polycl.experiment.layout import FINISHED_FILE, ExperimentLayout, RunSpec
+from nnunet_polycl.experiment.presets import METHODS
 from nnunet_polycl.experiment.state import read_marker
 from nnunet_polycl.paths import PolyCLUserError
 
@@ -26,8 +27,8 @@ def evaluate_run(reference_folder: str, prediction_folder: str, dataset_json: di
 
 
 def finished_runs(layout: ExperimentLayout) -> list[tuple[dict, list[dict]]]:
-    """``(record, rows)`` of every finished run of the folder: its ``finished.json`` and one row per case and label
-    (k is None for all labelled cases, as the evaluation reports expect)."""
+    """``(record, rows)`` of every finished run of the folder, in the protocol's method order: its ``finished.json``
+    and one row per case and label (k is None for all labelled cases, as the evaluation reports expect)."""
     results = []
     for name in layout.finished_runs():
         record = read_marker(join(layout.root, "runs", name, FINISHED_FILE))
@@ -42,7 +43,7 @@ def finished_runs(layout: ExperimentLayout) -> list[tuple[dict, list[dict]]]:
             summary = json.load(f)
         k = None if run.k == "all" else run.k
         results.append((record, summary_rows(summary, method=run.method, seed=run.seed, k=k)))
-    return results
+    return sorted(results, key=lambda r: (METHODS.index(r[0]["method"]), r[0]["seed"]))
 
 
 def write_reports(layout: ExperimentLayout) -> dict[str, str]:
