@@ -47,8 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None,
                    help="steps (batches, iterations) per repeat (default: calibrated to ~2 s per repeat, at least 1)")
     p.add_argument("--warmup", type=int, default=None,
-                   help="warm-up steps of the pre-training figures before timing (default: 1; fine-tuning always "
-                        "warms up for 6 iterations, the cache of nnU-Net's augmentation workers)")
+                   help="warm-up steps of the pre-training figures before timing (default: 1; fine-tuning: 2 "
+                        "iterations after draining the batches nnU-Net's augmentation workers hold ready)")
     p.add_argument("--num-workers", type=int, default=None,
                    help="pre-training DataLoader workers (default: polycl_pretrain's, min(4, CPUs))")
     p.add_argument("--threads", type=int, default=None,

@@ -14,6 +14,7 @@ import torch
 
 from nnunet_polycl.benchmark.finetuning_workloads import (
     STOCK_TRAINER,
+    augmentation_buffer_batches,
     polycl_trainer_name,
     started_trainer,
     trainer_environment,
@@ -116,24 +117,28 @@ def finetuning_figures(run: PreparedRun, s: BenchmarkSettings, weights_file: str
     """Figure 4: iterations/s of stock ``nnUNetTrainer``, then of the PolyCL trainer, each running alone.
 
     The trainers run one after the other, not interleaved: a started trainer's data augmentation workers keep
-    producing batches in the background, which would slow down the other trainer's timed repeats.
-    The iterations per repeat are calibrated on the stock trainer and used for both.
+    producing batches in the background, which would slow down the other trainer's timed repeats. Before its
+    warm-up iterations, each trainer's loader is drained of the batches its augmenter can hold ready
+    (:func:`augmentation_buffer_batches`): served from that buffer, iterations would look faster than the steady
+    state whenever augmentation is the bottleneck. The iterations per repeat are calibrated on the stock trainer and used for both.
     """
     environment = trainer_environment(join(scratch, "nnUNet_results"), weights_file, s.model.compile)
     benchmark_mode = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = run.device.type == "cuda"  # as nnUNetv2_train sets it
-    figures, iterations = {}, s.steps
+    figures, iterations, buffered = {}, s.steps, augmentation_buffer_batches()
     try:
         for key, name in (("stock", STOCK_TRAINER), ("polycl", polycl_trainer_name(run.settings.strategy))):
             say(f"Fine-tuning: starting {name} (nnU-Net's output goes to {log_file})")
             with started_trainer(run.ctx.dataset_name, run.settings.configuration, run.settings.fold,
                                  run.settings.plans_identifier, name, run.device, environment, log_file,
                                  s.finetuning_batch_size) as workload:
+                workload.drain(buffered)
                 workload.run(s.finetuning_warmup)
                 iterations = iterations or calibrate(workload, run.device, s.repeat_seconds)
                 say(f"Timing {s.repeats} repeats of {iterations} iterations")
-                figures[key] = {**_timed_figures([(workload, iterations, "iterations/s")], s, run.device, say)[0],
-                                "trainer": name}
+                figure = _timed_figures([(workload, iterations, "iterations/s")], s, run.device, say)[0]
+                figures[key] = {**figure, "trainer": name, "warmup_iterations": s.finetuning_warmup,
+                                "drained_batches": buffered}
     finally:
         torch.backends.cudnn.benchmark = benchmark_mode
     return figures

@@ -25,6 +25,20 @@ from nnunet_polycl.paths import DEFAULT_STRATEGY
 STOCK_TRAINER = "nnUNetTrainer"
 
 
+def augmentation_buffer_batches() -> int:
+    """Batches nnU-Net's training augmenter can hold ready: drained before timing.
+
+    ``nnUNetTrainer.get_dataloaders`` starts ``NonDetMultiThreadedAugmenter`` with ``num_cached = max(6, n // 2)``
+    for ``n = get_allowed_n_proc_DA()`` workers: a process queue and a pin-memory thread queue of ``num_cached`` each,
+    one batch in that thread's hands and one finished batch per worker. Iterations served from this buffer are
+    faster than the steady state whenever augmentation is the bottleneck (e.g. on the CPU).
+    """
+    from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+
+    workers = get_allowed_n_proc_DA()
+    return 2 * max(6, workers // 2) + 1 + workers if workers > 0 else 0  # 0: no background workers
+
+
 def polycl_trainer_name(strategy: str) -> str:
     """``nnUNetTrainerPolyCL`` for the default strategy, else the variant that loads ``strategy``'s pre-training."""
     if strategy == DEFAULT_STRATEGY:
@@ -68,6 +82,11 @@ class TrainerWorkload:
     def run(self, units: int) -> None:
         for _ in range(units):
             self.trainer.train_step(next(self.trainer.dataloader_train))
+
+    def drain(self, batches: int) -> None:
+        """Take ``batches`` batches from the data loader without training on them (empties its ready buffer)."""
+        for _ in range(batches):
+            next(self.trainer.dataloader_train)
 
 
 @contextmanager

@@ -9,11 +9,8 @@ from nnunet_polycl.paths import DEFAULT_STRATEGY, PolyCLUserError
 DEMO_DATASET = 990
 REPEAT_SECONDS = 2.0  # a timed repeat of compute / end to end / fine-tuning lasts about this long (when calibrated)
 DATA_REPEAT_SECONDS = 1.0  # ... of the data path alone (much faster: a shorter repeat suffices)
-# Fine-tuning warm-up: nnU-Net's augmentation workers fill a cache of 6 batches after the trainer starts, taking CPU
-# from the first iterations; the timed repeats start after that transient.
-FINETUNING_WARMUP = 6
-TINY = {"batch_size": 4, "finetuning_batch_size": 2, "repeats": 2, "steps": 1, "warmup": 1, "finetuning_warmup": 1,
-        "repeat_seconds": 0.05, "data_repeat_seconds": 0.05}
+TINY = {"batch_size": 4, "finetuning_batch_size": 2, "repeats": 2, "steps": 1, "warmup": 1,
+        "finetuning_warmup": 1, "repeat_seconds": 0.05, "data_repeat_seconds": 0.05}
 
 
 @dataclass(frozen=True)
@@ -36,7 +33,7 @@ class BenchmarkSettings:
     patch: tuple[int, int] | None = None
     finetuning: bool = True
     finetuning_batch_size: int | None = None  # None: the plans' batch size (as nnUNetv2_train); --tiny: 2
-    finetuning_warmup: int = FINETUNING_WARMUP
+    finetuning_warmup: int = 2  # iterations, after the augmentation buffer was drained
     repeat_seconds: float = REPEAT_SECONDS
     data_repeat_seconds: float = DATA_REPEAT_SECONDS
     tiny: bool = False
