@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import zipfile
 from os.path import dirname, join
 from pathlib import Path
@@ -27,7 +29,9 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def bash(script: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    """Run ``script`` in a fresh bash outside the repository (so that ``python -c`` cannot import the checkout)."""
+    return subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=tempfile.gettempdir())
 
 
 def test_trainer_not_found_without_setup():
@@ -73,8 +77,18 @@ def test_polycl_env_without_venv_gives_clear_error(tmp_path):
     assert "virtual environment" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def wheel_venv(root: Path) -> Path:
+    """A new virtual environment that sees this environment's dependencies but not its editable nnunet_polycl."""
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    purelib = sysconfig.get_paths(vars={"base": str(venv), "platbase": str(venv)})["purelib"]
+    # A plain path line: the dependencies' folder joins sys.path, but its .pth files (the editable finder) do not run.
+    Path(purelib, "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return venv
+
+
 def test_wheel_install_ships_all_stages_and_is_discoverable(tmp_path):
-    wheels, target = tmp_path / "wheels", tmp_path / "site"
+    wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                     str(wheels), str(REPO)], check=True, capture_output=True, timeout=300)
     wheel = next(wheels.glob("nnunet_polycl-*.whl"))
@@ -82,13 +96,14 @@ def test_wheel_install_ships_all_stages_and_is_discoverable(tmp_path):
     assert "nnunet_polycl/pretraining/cli.py" in names
     assert "nnunet_polycl/trainers/nnUNetTrainerPolyCL.py" in names
     assert not any(n.startswith(("pretraining/", "trainers/", "tests/")) for n in names), "no generic top-level names"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+    venv = wheel_venv(tmp_path)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--no-deps", "-q", str(wheel)],
                    check=True, capture_output=True, timeout=300)
-    env = clean_env(PYTHONPATH=str(target), PATH=f"{target}/bin{os.pathsep}{BIN}{os.pathsep}/usr/bin:/bin")
+    env = clean_env(PATH=f"{venv}/bin{os.pathsep}/usr/bin:/bin")
     proc = bash(f'eval "$(polycl_env)"; echo "$nnUNet_extTrainer"; '
                 f'python -c "{FIND.format(name="nnUNetTrainerPolyCL")}"', env)
     assert proc.returncode == 0, proc.stderr
     ext_dir, found = proc.stdout.strip().splitlines()[0], proc.stdout.strip().splitlines()[-1].split()
-    assert ext_dir == join(str(target), "nnunet_polycl", "trainers")
+    assert ext_dir.startswith(str(venv)) and ext_dir.endswith(join("nnunet_polycl", "trainers"))
     assert found[0] == "FOUND" and found[2] == "nnUNetTrainerPolyCL"
-    assert found[3].startswith(str(target)), "the wheel's copy must be the one imported"
+    assert found[3].startswith(str(venv)), "the wheel's copy must be the one imported"
