@@ -76,7 +76,8 @@ def _settings(args: argparse.Namespace) -> BenchmarkSettings:
     explicit = {k for k, v in given.items() if v is not None}
     settings = BenchmarkSettings(
         dataset=args.d, plans_identifier=args.p, configuration=args.c, fold=args.f, strategy=args.strategy,
-        device=args.device, num_workers=args.num_workers, threads=args.threads, patch=tuple(args.patch) if args.patch else None,
+        device=args.device, num_workers=args.num_workers, threads=args.threads,
+        patch=tuple(args.patch) if args.patch else None,
         model=ModelOptions(channels_last=args.channels_last, compile=args.compile, cpu_bf16=args.cpu_bf16),
         finetuning=not args.no_finetuning, **{k: given[k] for k in explicit})
     return tiny_settings(settings, explicit) if args.tiny else settings
