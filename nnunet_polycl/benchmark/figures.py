@@ -120,7 +120,8 @@ def finetuning_figures(run: PreparedRun, s: BenchmarkSettings, weights_file: str
     producing batches in the background, which would slow down the other trainer's timed repeats. Before its
     warm-up iterations, each trainer's loader is drained of the batches its augmenter can hold ready
     (:func:`augmentation_buffer_batches`): served from that buffer, iterations would look faster than the steady
-    state whenever augmentation is the bottleneck. The iterations per repeat are calibrated on the stock trainer and used for both.
+    state whenever augmentation is the bottleneck. The iterations per repeat are calibrated on the stock trainer
+    and used for both.
     """
     environment = trainer_environment(join(scratch, "nnUNet_results"), weights_file, s.model.compile)
     benchmark_mode = torch.backends.cudnn.benchmark

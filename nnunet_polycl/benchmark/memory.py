@@ -7,8 +7,9 @@
   (``VmHWM`` in ``/proc/self/status``) is reset to the current RSS by writing ``5`` to ``/proc/self/clear_refs``, so
   the figure is ``VmHWM after - VmRSS before``, plus the bytes of the model's parameters and buffers (resident before
   the block). Memory that the allocator keeps from earlier work would hide growth: glibc's ``malloc_trim`` returns
-  it to the system first. Measure the first steps of a fresh model (they allocate gradients and optimiser state). Where ``clear_refs`` cannot be written (not Linux, restricted), ``ru_maxrss`` growth is used: a lower
-  bound (0 when an earlier peak was higher), marked as such.
+  it to the system first. Measure the first steps of a fresh model (they allocate gradients and optimiser state).
+  Where ``clear_refs`` cannot be written (not Linux, restricted), ``ru_maxrss`` growth is used: a lower bound (0 when
+  an earlier peak was higher), marked as such.
 """
 from __future__ import annotations
 

@@ -10,8 +10,8 @@
 Everything comes from ``pretraining.session.prepare`` (the function ``polycl_pretrain`` calls), so the index,
 sampler, dataset, objective and settings are those of a real run. The loader workloads draw their batches from an
 ``EpochBatchSampler`` whose epoch has a chosen number of full batches, filled from consecutive real epochs of the
-run's sampler. A unit of work of these two workloads is one such epoch: it starts the loader once (the persistent workers
-are already running), like a real epoch of the same number of batches.
+run's sampler. A unit of work of these two workloads is one such epoch: it starts the loader once (the persistent
+workers are already running), like a real epoch of the same number of batches.
 """
 from __future__ import annotations
 

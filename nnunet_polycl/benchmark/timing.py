@@ -1,7 +1,8 @@
 """Timing workloads on a device: warm-up, calibration of the work per repeat, interleaved repeats.
 
-A workload does ``units`` units of work when run (a training step, an epoch of N batches, an iteration). Timings synchronise the
-device before starting and stopping the clock, so that queued CUDA kernels are counted where they belong.
+A workload does ``units`` units of work when run (a training step, an epoch of N batches, an iteration). Timings
+synchronise the device before starting and stopping the clock, so that queued CUDA kernels are counted where they
+belong.
 Repeats of several workloads are interleaved (A, B, C, A, B, C, ...): on a shared machine a change of background load
 then hits every figure alike instead of one figure's repeats, which keeps ratios between them meaningful.
 """
