@@ -15,23 +15,23 @@ ID=990
 DEVICE="${DEVICE:-cpu}"
 step() { echo; echo "=== [demo] $* ==="; }
 
-step "1/6 demo dataset (nnUNet_raw=$nnUNet_raw)"
+step "1/7 demo dataset (nnUNet_raw=$nnUNet_raw)"
 if compgen -G "$nnUNet_raw/Dataset${ID}_PolyCLDemo" > /dev/null; then
     echo "reusing $nnUNet_raw/Dataset${ID}_PolyCLDemo"
 else
     polycl_demo make-dataset -d "$ID"
 fi
 
-step "2/6 nnU-Net planning and preprocessing (2d)"
+step "2/7 nnU-Net planning and preprocessing (2d)"
 nnUNetv2_plan_and_preprocess -d "$ID" -c 2d -np 2 --verify_dataset_integrity
 
-step "3/6 PolyCL pre-training of the nnU-Net 2D encoder (strategy O)"
-polycl_pretrain -d "$ID" -s O --epochs 10 -device "$DEVICE" --c
+step "3/7 PolyCL pre-training of the nnU-Net 2D encoder (strategy O)"
+polycl_pretrain -d "$ID" -s O --epochs "${PRETRAIN_EPOCHS:-5}" -device "$DEVICE" --c
 
-step "4/6 fine-tuning inside nnU-Net: nnUNetv2_train $ID 2d 0 -tr nnUNetTrainerPolyCL_demo"
+step "4/7 fine-tuning inside nnU-Net: nnUNetv2_train $ID 2d 0 -tr nnUNetTrainerPolyCL_demo"
 nnUNetv2_train "$ID" 2d 0 -tr nnUNetTrainerPolyCL_demo -device "$DEVICE" --c
 
-step "5/6 prediction of the validation cases with nnUNetv2_predict"
+step "5/7 prediction of the validation cases with nnUNetv2_predict"
 RAW_DS="$(ls -d "$nnUNet_raw/Dataset${ID}_"*)"
 PRED="$WORK/predictions_PolyCL_O"
 python - "$RAW_DS" "$WORK/val_images" <<'PY'
@@ -45,8 +45,12 @@ for case in splits[0]["val"]:
 PY
 nnUNetv2_predict -i "$WORK/val_images" -o "$PRED" -d "$ID" -c 2d -f 0 -tr nnUNetTrainerPolyCL_demo -device "$DEVICE" --disable_tta
 
-step "6/6 evaluation: Dice, HD and HD95 in mm"
-polycl_evaluate -ref "$RAW_DS/labelsTr" -pred "$PRED" -djfile "$RAW_DS/dataset.json" -o "$WORK/evaluation_PolyCL_O" --intersection
+step "6/7 evaluation: Dice, HD and HD95 in mm"
+polycl_evaluate -ref "$RAW_DS/labelsTr" -pred "$PRED" -djfile "$RAW_DS/dataset.json" -o "$WORK/evaluation_PolyCL_O" --intersection --overwrite
+
+step "7/7 the paper's comparison in small: baseline vs PolyCL-S vs PolyCL-O (polycl_experiment --preset demo)"
+EXP="$nnUNet_results/Dataset${ID}_PolyCLDemo/PolyCL_experiment__demo"
+polycl_experiment -d "$ID" --preset demo --methods ${DEMO_METHODS:-baseline S O} --k all -device "$DEVICE" -o "$EXP"
 
 echo
 echo "=== [demo] done. Outputs ==="
@@ -54,3 +58,4 @@ echo "pre-training:  $nnUNet_results/Dataset${ID}_PolyCLDemo/PolyCL_O__nnUNetPla
 echo "fine-tuning:   $nnUNet_results/Dataset${ID}_PolyCLDemo/nnUNetTrainerPolyCL_demo__nnUNetPlans__2d/fold_0"
 echo "predictions:   $PRED"
 echo "evaluation:    $WORK/evaluation_PolyCL_O/summary.md"
+echo "experiment:    $EXP (table1.md, fig4 PNG, JSON)"
