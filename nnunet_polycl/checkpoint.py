@@ -22,8 +22,17 @@ import torch
 from nnunet_polycl.paths import PolyCLUserError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` for a temporary file next to ``path``, then move it onto ``path``."""
+    """Call ``write(tmp_path)`` for a temporary file next to ``path``, then move it onto ``path``.
+
+    The file gets the permissions of a normally created file (0666 minus the umask), not mkstemp's private 0600.
+    """
     folder = dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{basename(path)}.", suffix=".tmp", dir=folder)
     os.close(fd)
@@ -31,6 +40,7 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if isfile(tmp):

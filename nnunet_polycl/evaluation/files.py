@@ -7,26 +7,18 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
-from os.path import basename, dirname, isfile
+from os.path import dirname, isfile
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from nnunet_polycl.checkpoint import atomic_write
 from nnunet_polycl.paths import PolyCLUserError
 
 
 def _atomic(path: str, write: Callable[[str], None]) -> str:
-    folder = dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{basename(path)}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    os.makedirs(dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, write)
     return path
 
 
