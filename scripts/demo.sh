@@ -26,7 +26,7 @@ step "2/7 nnU-Net planning and preprocessing (2d)"
 nnUNetv2_plan_and_preprocess -d "$ID" -c 2d -np 2 --verify_dataset_integrity
 
 step "3/7 PolyCL pre-training of the nnU-Net 2D encoder (strategy O)"
-polycl_pretrain -d "$ID" -s O --epochs "${PRETRAIN_EPOCHS:-5}" -device "$DEVICE" --c
+polycl_pretrain -d "$ID" -s O --epochs "${PRETRAIN_EPOCHS:-3}" -device "$DEVICE" --c
 
 step "4/7 fine-tuning inside nnU-Net: nnUNetv2_train $ID 2d 0 -tr nnUNetTrainerPolyCL_demo"
 nnUNetv2_train "$ID" 2d 0 -tr nnUNetTrainerPolyCL_demo -device "$DEVICE" --c
@@ -48,9 +48,9 @@ nnUNetv2_predict -i "$WORK/val_images" -o "$PRED" -d "$ID" -c 2d -f 0 -tr nnUNet
 step "6/7 evaluation: Dice, HD and HD95 in mm"
 polycl_evaluate -ref "$RAW_DS/labelsTr" -pred "$PRED" -djfile "$RAW_DS/dataset.json" -o "$WORK/evaluation_PolyCL_O" --intersection --overwrite
 
-step "7/7 the paper's comparison in small: baseline vs PolyCL-S vs PolyCL-O (polycl_experiment --preset demo)"
+step "7/7 the paper's comparison in small: baseline vs PolyCL-O (polycl_experiment --preset demo)"
 EXP="$nnUNet_results/Dataset${ID}_PolyCLDemo/PolyCL_experiment__demo"
-polycl_experiment -d "$ID" --preset demo --methods ${DEMO_METHODS:-baseline S O} --k all -device "$DEVICE" -o "$EXP"
+polycl_experiment -d "$ID" --preset demo --methods ${DEMO_METHODS:-baseline O} --k all -device "$DEVICE" -o "$EXP"
 
 echo
 echo "=== [demo] done. Outputs ==="
