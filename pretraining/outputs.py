@@ -71,7 +71,7 @@ def sha256_of_file(path: str) -> str | None:
 def config_record(settings: PretrainSettings, ctx: PlansContext, train_ids: list[str], val_ids: list[str],
                   num_slices: int, iterations_per_epoch: int) -> dict:
     """Content of ``config.json``: settings, split, fingerprints and versions."""
-    import nnunetv2
+    from importlib.metadata import version
 
     import nnunet_polycl
 
@@ -88,19 +88,9 @@ def config_record(settings: PretrainSettings, ctx: PlansContext, train_ids: list
                                                                        ctx.plans_identifier + ".json")),
             "dataset.json_sha256": sha256_of_file(join(ctx.preprocessed_folder, "dataset.json")),
         },
-        "versions": {"nnunet_polycl": nnunet_polycl.__version__, "nnunetv2": nnunetv2.__version__
-                     if hasattr(nnunetv2, "__version__") else _dist_version("nnunetv2"),
+        "versions": {"nnunet_polycl": nnunet_polycl.__version__, "nnunetv2": version("nnunetv2"),
                      "torch": torch.__version__},
     }
-
-
-def _dist_version(name: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
 
 
 def write_pretrained_weights(folder: str, ctx: PlansContext, encoder_state: dict, settings: PretrainSettings,
