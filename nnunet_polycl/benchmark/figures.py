@@ -35,6 +35,7 @@ from nnunet_polycl.pretraining.session import PreparedRun
 
 Say = Callable[[str], None]
 DATA_EPOCH_BATCHES = 50
+FINETUNING_MIN_ITERATIONS = 2  # per repeat, when calibrated: one iteration is too short a sample on a busy CPU
 
 
 def _progress(say: Say, repeats: int) -> Callable[[int, str, float], None]:
@@ -135,7 +136,8 @@ def finetuning_figures(run: PreparedRun, s: BenchmarkSettings, weights_file: str
                                  s.finetuning_batch_size) as workload:
                 workload.drain(buffered)
                 workload.run(s.finetuning_warmup)
-                iterations = iterations or calibrate(workload, run.device, s.repeat_seconds)
+                iterations = iterations or calibrate(workload, run.device, s.repeat_seconds,
+                                                     minimum=FINETUNING_MIN_ITERATIONS)
                 say(f"Timing {s.repeats} repeats of {iterations} iterations")
                 figure = _timed_figures([(workload, iterations, "iterations/s")], s, run.device, say)[0]
                 figures[key] = {**figure, "trainer": name, "warmup_iterations": s.finetuning_warmup,
