@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+# The real-CT session fixture (preprocessed_real_ct), shared by the core and the pre-training tests.
+pytest_plugins = ["tests.real_ct"]
+
 DEMO_ID = 990
 BIN = dirname(sys.executable)
 SHARED_CT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct-abdomen-example"
@@ -94,3 +97,4 @@ def shared_ct() -> Path:
     if not (SHARED_CT / "ct.nii.gz").is_file() or not (SHARED_CT / "liver.nii.gz").is_file():
         pytest.skip(f"real CT example not found at {SHARED_CT}")
     return SHARED_CT
+

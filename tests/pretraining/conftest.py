@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import smoke_env
-from tests.core.conftest import preprocessed_real_ct  # noqa: F401  (fixture shared with the core tests)
 
 SMALL_ID, SMALL_NAME = 989, "Dataset989_PolyCLSmall"
 NO_ORGAN_ID, NO_ORGAN_NAME = 988, "Dataset988_PolyCLNoOrgan"

@@ -1,4 +1,4 @@
-"""Fixtures of the shared-core tests: a tiny nnU-Net-preprocessed dataset made from the real CT example."""
+"""The real-CT fixture: a tiny nnU-Net-preprocessed dataset made from ../shared/data/ct-abdomen-example."""
 from __future__ import annotations
 
 from pathlib import Path
