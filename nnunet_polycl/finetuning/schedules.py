@@ -51,26 +51,18 @@ class nnUNetTrainerPolyCL_paper(nnUNetTrainerPolyCL):
 class nnUNetTrainerPolyCL_demo(nnUNetTrainerPolyCL):
     """CPU-sized demo run: 5 epochs x 3 iterations, 1 validation iteration, no test-time mirroring (~1 min on 2 cores)."""
 
+    short_run = (DEMO_EPOCHS, DEMO_ITERATIONS, DEMO_VAL_ITERATIONS)  # epochs, iterations, validation iterations
+
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = DEFAULT_DEVICE):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = DEMO_EPOCHS
-        self.num_iterations_per_epoch = DEMO_ITERATIONS
-        self.num_val_iterations_per_epoch = DEMO_VAL_ITERATIONS
+        self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = self.short_run
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         return without_test_time_mirroring(self, super().configure_rotation_dummyDA_mirroring_and_inital_patch_size())
 
 
-class nnUNetTrainerPolyCL_smoke(nnUNetTrainerPolyCL):
+class nnUNetTrainerPolyCL_smoke(nnUNetTrainerPolyCL_demo):
     """Test-sized run: 2 epochs x 3 iterations, 2 validation iterations, no test-time mirroring."""
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = DEFAULT_DEVICE):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = SMOKE_EPOCHS
-        self.num_iterations_per_epoch = SMOKE_ITERATIONS
-        self.num_val_iterations_per_epoch = SMOKE_VAL_ITERATIONS
-
-    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
-        return without_test_time_mirroring(self, super().configure_rotation_dummyDA_mirroring_and_inital_patch_size())
+    short_run = (SMOKE_EPOCHS, SMOKE_ITERATIONS, SMOKE_VAL_ITERATIONS)
