@@ -58,4 +58,4 @@ echo "pre-training:  $nnUNet_results/Dataset${ID}_PolyCLDemo/PolyCL_O__nnUNetPla
 echo "fine-tuning:   $nnUNet_results/Dataset${ID}_PolyCLDemo/nnUNetTrainerPolyCL_demo__nnUNetPlans__2d/fold_0"
 echo "predictions:   $PRED"
 echo "evaluation:    $WORK/evaluation_PolyCL_O/summary.md"
-echo "experiment:    $EXP (table1.md, fig4 PNG, JSON)"
+echo "experiment:    $EXP/reports (table1.md / .csv / .json, results.json)"
