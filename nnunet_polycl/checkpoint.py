@@ -6,6 +6,7 @@ a reader sees either the old complete file or the new complete file, never a par
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -46,6 +47,15 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
         if isfile(tmp):
             os.remove(tmp)
         raise
+
+
+def file_sha256(path: str) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_torch_save(obj: Any, path: str) -> None:

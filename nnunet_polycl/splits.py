@@ -9,11 +9,11 @@ fine-tuning, nnU-Net still uses the split that pre-training used instead of sile
 """
 from __future__ import annotations
 
-import os
 from os.path import isfile, join
 
 import numpy as np
 
+from nnunet_polycl.checkpoint import atomic_write
 from nnunet_polycl.network import PlansContext
 from nnunet_polycl.paths import Fold, PolyCLUserError
 
@@ -113,9 +113,7 @@ def _check_split(ctx: PlansContext, fold: int, ids: list[str], train: list[str])
 
 
 def _save_json_atomically(obj, path: str) -> None:
-    """Write ``obj`` exactly as nnU-Net's ``save_json`` would, via a temporary file and ``os.replace``."""
+    """Write ``obj`` exactly as nnU-Net's ``save_json`` would, atomically."""
     from batchgenerators.utilities.file_and_folder_operations import save_json
 
-    tmp = f"{path}.tmp{os.getpid()}"
-    save_json(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: save_json(obj, tmp))

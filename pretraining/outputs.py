@@ -11,13 +11,12 @@ Layout (default folder ``$nnUNet_results/DatasetXXX/PolyCL_<strategy>__<plans>__
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from os.path import isdir, isfile, join
 
 import torch
 
-from nnunet_polycl.checkpoint import atomic_torch_save
+from nnunet_polycl.checkpoint import atomic_torch_save, file_sha256
 from nnunet_polycl.network import PlansContext, full_network_state_with_encoder
 from nnunet_polycl.paths import PRETRAINED_WEIGHTS_FILE, PRETRAINING_CONFIG_FILE, PolyCLUserError
 from nnunet_polycl.pretraining.loop import FINAL_CHECKPOINT, LATEST_CHECKPOINT
@@ -59,13 +58,7 @@ def remove_run_files(folder: str) -> None:
 
 def sha256_of_file(path: str) -> str | None:
     """Hex SHA-256 of a file's bytes, or None when the file does not exist."""
-    if not isfile(path):
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path) if isfile(path) else None
 
 
 def config_record(settings: PretrainSettings, ctx: PlansContext, train_ids: list[str], val_ids: list[str],

@@ -7,13 +7,13 @@ reports are rewritten after every finished run.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 import time
 from dataclasses import dataclass, field
 from os.path import join
 
+from nnunet_polycl.checkpoint import file_sha256
 from nnunet_polycl.experiment.cases import EvaluationCases, link_cases, select_cases
 from nnunet_polycl.experiment.layout import ExperimentLayout, RunSpec, default_experiment_folder, run_grid
 from nnunet_polycl.experiment.presets import K, ProtocolSettings, check_methods, get_preset, override_settings, parse_k
@@ -104,8 +104,7 @@ def check_trainers(names: list[str]) -> None:
 
 def _identity(plans_ctx: PlansContext, fold: int | str, settings: ProtocolSettings, cases: EvaluationCases) -> dict:
     """The settings that define an experiment's numbers (a changed plans file counts: re-planning changes them)."""
-    with open(join(plans_ctx.preprocessed_folder, plans_ctx.plans_identifier + ".json"), "rb") as f:
-        plans_sha256 = hashlib.sha256(f.read()).hexdigest()
+    plans_sha256 = file_sha256(join(plans_ctx.preprocessed_folder, plans_ctx.plans_identifier + ".json"))
     return {"dataset": plans_ctx.dataset_name, "fold": fold, "plans": plans_ctx.plans_identifier,
             "plans_sha256": plans_sha256, "configuration": CONFIGURATION, "evaluated_cases": list(cases.cases),
             **settings.to_dict()}

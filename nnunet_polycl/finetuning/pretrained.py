@@ -6,7 +6,6 @@ elsewhere point :data:`OVERRIDE_VARIABLE` at the file instead.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nnunet_polycl.checkpoint import file_sha256
 from nnunet_polycl.network import encoder_of, mismatched_keys
 from nnunet_polycl.paths import PRETRAINED_WEIGHTS_FILE, Fold, PolyCLUserError, default_pretraining_folder
 
@@ -84,15 +84,6 @@ def locate_pretrained_weights(target: PretrainingTarget) -> tuple[str, str]:
             f"(use the ..._Baseline trainer variants for a random initialisation)."
         )
     return path, DEFAULT_SOURCE
-
-
-def file_sha256(path: str) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_pretrained_weights(path: str, source: str = DEFAULT_SOURCE) -> PretrainedWeights:
