@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from os.path import dirname, isfile, join
 
 HOOK_BEGIN = "# >>> nnunet-polycl: nnUNet_extTrainer >>>"
@@ -42,6 +44,21 @@ def install_activate_hook(venv: str) -> str:
     with open(script, "w") as f:
         f.write(text)
     return script
+
+
+@contextmanager
+def temporary_environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the block, then restore the previous values (or their absence)."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def env_entry(argv: list[str] | None = None) -> None:

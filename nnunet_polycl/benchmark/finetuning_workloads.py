@@ -17,7 +17,7 @@ from contextlib import contextmanager, redirect_stderr, redirect_stdout
 
 import torch
 
-from nnunet_polycl.environment import trainer_directory
+from nnunet_polycl.environment import temporary_environment, trainer_directory
 from nnunet_polycl.finetuning import OVERRIDE_VARIABLE
 from nnunet_polycl.finetuning.variants import BASE_NAME, METHODS
 from nnunet_polycl.paths import DEFAULT_STRATEGY
@@ -45,21 +45,6 @@ def polycl_trainer_name(strategy: str) -> str:
         return BASE_NAME
     suffix = next(s for s, method in METHODS.items() if method == strategy)
     return BASE_NAME + suffix
-
-
-@contextmanager
-def temporary_environment(values: Mapping[str, str]) -> Iterator[None]:
-    """Set environment variables for the block, then restore the previous values (or their absence)."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def trainer_environment(results_folder: str, weights_file: str, compile_network: bool) -> dict[str, str]:

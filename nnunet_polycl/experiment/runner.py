@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from os.path import join
 
 from nnunet_polycl.checkpoint import file_sha256
+from nnunet_polycl.environment import temporary_environment
 from nnunet_polycl.experiment.cases import EvaluationCases, link_cases, select_cases
 from nnunet_polycl.experiment.layout import ExperimentLayout, RunSpec, default_experiment_folder, run_grid
 from nnunet_polycl.experiment.presets import K, ProtocolSettings, check_methods, get_preset, override_settings, parse_k
@@ -84,10 +85,7 @@ def check_trainers(names: list[str]) -> None:
     """Make sure nnU-Net finds every fine-tuning trainer, before anything runs (nnU-Net's own lookup)."""
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
-    env = base_environment()
-    previous = os.environ.get("nnUNet_extTrainer")
-    os.environ["nnUNet_extTrainer"] = env["nnUNet_extTrainer"]
-    try:
+    with temporary_environment({"nnUNet_extTrainer": base_environment()["nnUNet_extTrainer"]}):
         for name in sorted(set(names)):
             with contextlib.redirect_stdout(io.StringIO()):
                 try:
@@ -95,11 +93,6 @@ def check_trainers(names: list[str]) -> None:
                 except RuntimeError:
                     raise PolyCLUserError(f"nnU-Net cannot find the fine-tuning trainer {name}. Check --methods, "
                                           f"--schedule and --k (see polycl_experiment -h).") from None
-    finally:
-        if previous is None:
-            os.environ.pop("nnUNet_extTrainer", None)
-        else:
-            os.environ["nnUNet_extTrainer"] = previous
 
 
 def _identity(plans_ctx: PlansContext, fold: int | str, settings: ProtocolSettings, cases: EvaluationCases) -> dict:
