@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from nnunet_polycl.paths import DEFAULT_STRATEGY, STRATEGIES, PolyCLUserError
+from nnunet_polycl.pretraining.settings import PretrainRequest
 
 PROG = "polycl_pretrain"
 
@@ -68,21 +70,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def run_pretraining(dataset: str | int, plans_identifier: str = "nnUNetPlans", configuration: str = "2d",
-                    fold: int | str = 0, strategy: str = DEFAULT_STRATEGY, labels: Sequence[str | int] | None = None,
-                    epochs: int = 100, batch_size: int = 20, lr: float = 1e-4, temperature: float | None = None,
-                    embed_dim: int = 256, slice_fraction: float = 1.0, device: str = "cuda",
-                    continue_training: bool = False, seed: int = 0, num_workers: int | None = None,
-                    output_folder: str | None = None, overwrite: bool = False) -> str:
+def run_pretraining(dataset: str | int, **settings: Any) -> str:
     """Pre-train the encoder of ``dataset``'s 2D nnU-Net network; returns the output folder.
+
+    ``settings`` are the fields of :class:`~nnunet_polycl.pretraining.settings.PretrainRequest` (the command's
+    options: ``plans_identifier``, ``configuration``, ``fold``, ``strategy``, ``labels``, ``epochs``, ...).
 
     Raises:
         PolyCLUserError: any invalid input (nothing is written in that case), a corrupted checkpoint on --c, or a
             diverging loss (the last good checkpoint is kept).
+        TypeError: an unknown setting name.
     """
     from nnunet_polycl.pretraining.session import execute, prepare
 
-    run = prepare(dataset, plans_identifier, configuration, fold, strategy, labels, epochs, batch_size, lr,
-                  temperature, embed_dim, slice_fraction, device, continue_training, seed, num_workers,
-                  output_folder, overwrite)
-    return execute(run)
+    return execute(prepare(PretrainRequest(dataset, **settings)))

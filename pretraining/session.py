@@ -6,7 +6,6 @@ import math
 import os
 from dataclasses import dataclass
 from os.path import isfile, join
-from typing import Sequence
 
 import torch
 
@@ -38,7 +37,7 @@ from nnunet_polycl.pretraining.outputs import (
     write_pretrained_weights,
 )
 from nnunet_polycl.pretraining.progress import RunLog
-from nnunet_polycl.pretraining.settings import PretrainSettings, check_resumable, method_name
+from nnunet_polycl.pretraining.settings import PretrainRequest, PretrainSettings, check_resumable, method_name
 from nnunet_polycl.pretraining.slice_data import default_num_workers
 from nnunet_polycl.pretraining.task import PretrainingTask, build_task
 from nnunet_polycl.slice_index import SliceIndex, build_slice_index, resolve_labels
@@ -82,17 +81,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _check_numbers(epochs: int, batch_size: int, lr: float, temperature: float | None, embed_dim: int,
-                   slice_fraction: float, num_workers: int | None) -> None:
+def _check_numbers(req: PretrainRequest) -> None:
     problems = [text for bad, text in (
-        (epochs < 1, f"--epochs must be >= 1 (got {epochs})"),
-        (batch_size < 1, f"--batch-size must be >= 1 (got {batch_size})"),
-        (not (math.isfinite(lr) and lr > 0), f"--lr must be a positive number (got {lr})"),
-        (temperature is not None and not (math.isfinite(temperature) and temperature > 0),
-         f"--temperature must be a positive number (got {temperature})"),
-        (embed_dim < 1, f"--embed-dim must be >= 1 (got {embed_dim})"),
-        (not 0 < slice_fraction <= 1, f"--slice-fraction must be in (0, 1] (got {slice_fraction}; 0.3 = middle 30%)"),
-        (num_workers is not None and num_workers < 0, f"--num-workers must be >= 0 (got {num_workers})"),
+        (req.epochs < 1, f"--epochs must be >= 1 (got {req.epochs})"),
+        (req.batch_size < 1, f"--batch-size must be >= 1 (got {req.batch_size})"),
+        (not (math.isfinite(req.lr) and req.lr > 0), f"--lr must be a positive number (got {req.lr})"),
+        (req.temperature is not None and not (math.isfinite(req.temperature) and req.temperature > 0),
+         f"--temperature must be a positive number (got {req.temperature})"),
+        (req.embed_dim < 1, f"--embed-dim must be >= 1 (got {req.embed_dim})"),
+        (not 0 < req.slice_fraction <= 1,
+         f"--slice-fraction must be in (0, 1] (got {req.slice_fraction}; 0.3 = middle 30%)"),
+        (req.num_workers is not None and req.num_workers < 0, f"--num-workers must be >= 0 (got {req.num_workers})"),
     ) if bad]
     if problems:
         raise PolyCLUserError("; ".join(problems) + ".")
@@ -114,35 +113,33 @@ def _resume_checkpoint(folder: str, settings: PretrainSettings) -> tuple[dict | 
     return None, None
 
 
-def prepare(dataset: str | int, plans_identifier: str, configuration: str, fold: int | str, strategy: str,
-            labels: Sequence[str | int] | None, epochs: int, batch_size: int, lr: float, temperature: float | None,
-            embed_dim: int, slice_fraction: float, device: str, continue_training: bool, seed: int,
-            num_workers: int | None, output_folder: str | None, overwrite: bool) -> PreparedRun:
+def prepare(req: PretrainRequest) -> PreparedRun:
     """Validate all inputs and set the run up; writes nothing. Raises PolyCLUserError naming problem and fix."""
-    _check_numbers(epochs, batch_size, lr, temperature, embed_dim, slice_fraction, num_workers)
-    if strategy not in STRATEGIES:
-        raise PolyCLUserError(f"Unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}.")
-    if labels and strategy not in ("O", "M"):
-        raise PolyCLUserError(f"--label chooses the organ for strategies O and M; strategy {strategy} uses no labels. "
-                              f"Drop --label or use -s O / -s M.")
-    torch_device = resolve_device(device)
-    ctx = load_plans_context(resolve_dataset_name(dataset), plans_identifier, configuration)
-    fold = parse_fold(fold)
+    _check_numbers(req)
+    if req.strategy not in STRATEGIES:
+        raise PolyCLUserError(f"Unknown strategy {req.strategy!r}; valid: {', '.join(STRATEGIES)}.")
+    if req.labels and req.strategy not in ("O", "M"):
+        raise PolyCLUserError(f"--label chooses the organ for strategies O and M; strategy {req.strategy} uses no "
+                              f"labels. Drop --label or use -s O / -s M.")
+    torch_device = resolve_device(req.device)
+    ctx = load_plans_context(resolve_dataset_name(req.dataset), req.plans_identifier, req.configuration)
+    fold = parse_fold(req.fold)
     train_ids, val_ids = training_cases(ctx, fold, write_missing=False)
-    label_values = resolve_labels(ctx.dataset_json, labels)
-    index = build_slice_index(ctx, train_ids, label_values, slice_fraction)
+    label_values = resolve_labels(ctx.dataset_json, req.labels)
+    index = build_slice_index(ctx, train_ids, label_values, req.slice_fraction)
     settings = PretrainSettings(
-        ctx.dataset_name, plans_identifier, configuration, fold, strategy,
-        None if not labels else tuple(str(x) for x in labels), label_values, epochs, batch_size, lr,
-        float(temperature) if temperature is not None else 1.0 / batch_size, embed_dim, slice_fraction, seed,
-        default_num_workers() if num_workers is None else num_workers, device)
-    task = build_task(ctx, index, strategy, batch_size, settings.temperature, seed)
-    folder = os.path.abspath(output_folder or default_pretraining_folder(
-        ctx.dataset_name, strategy, plans_identifier, configuration, fold))
-    check_output_folder(folder, continue_training, overwrite)
-    run = PreparedRun(settings, ctx, train_ids, val_ids, index, task, folder, torch_device, overwrite,
-                      continue_training)
-    if continue_training:
+        ctx.dataset_name, req.plans_identifier, req.configuration, fold, req.strategy,
+        None if not req.labels else tuple(str(x) for x in req.labels), label_values, req.epochs, req.batch_size,
+        req.lr, float(req.temperature) if req.temperature is not None else 1.0 / req.batch_size, req.embed_dim,
+        req.slice_fraction, req.seed, default_num_workers() if req.num_workers is None else req.num_workers,
+        req.device)
+    task = build_task(ctx, index, req.strategy, req.batch_size, settings.temperature, req.seed)
+    folder = os.path.abspath(req.output_folder or default_pretraining_folder(
+        ctx.dataset_name, req.strategy, req.plans_identifier, req.configuration, fold))
+    check_output_folder(folder, req.continue_training, req.overwrite)
+    run = PreparedRun(settings, ctx, train_ids, val_ids, index, task, folder, torch_device, req.overwrite,
+                      req.continue_training)
+    if req.continue_training:
         run.resume, run.resume_file = _resume_checkpoint(folder, settings)
     return run
 

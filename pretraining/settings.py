@@ -1,9 +1,10 @@
 """Every setting of one pre-training run, as recorded in ``config.json`` and in the checkpoints."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
-from nnunet_polycl.paths import PolyCLUserError
+from nnunet_polycl.paths import DEFAULT_STRATEGY, Fold, PolyCLUserError
 
 # Settings that may change when a run is continued with --c (more epochs, another machine, a lower learning rate
 # after a diverged epoch); all others define the run and must stay the same.
@@ -15,6 +16,32 @@ RESTART_EVERY_EPOCHS = 10
 def method_name(strategy: str) -> str:
     """``PolyCL-O`` ... for the triplet strategies, ``SimCLR`` for the baseline (for logs and plots)."""
     return "SimCLR" if strategy == "simclr" else f"PolyCL-{strategy}"
+
+
+@dataclass(frozen=True)
+class PretrainRequest:
+    """What the user asked ``polycl_pretrain`` for, before validation (the command line, or keyword arguments of
+    ``run_pretraining``). Defaults are the command's; ``None`` means "derive it" (temperature 1 / batch size, workers
+    from the CPU count, the default output folder)."""
+
+    dataset: str | int
+    plans_identifier: str = "nnUNetPlans"
+    configuration: str = "2d"
+    fold: Fold = 0
+    strategy: str = DEFAULT_STRATEGY
+    labels: Sequence[str | int] | None = None
+    epochs: int = 100
+    batch_size: int = 20
+    lr: float = 1e-4
+    temperature: float | None = None
+    embed_dim: int = 256
+    slice_fraction: float = 1.0
+    device: str = "cuda"
+    continue_training: bool = False
+    seed: int = 0
+    num_workers: int | None = None
+    output_folder: str | None = None
+    overwrite: bool = False
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from nnunet_polycl.heads import ContrastiveEncoder
 from nnunet_polycl.network import build_plans_network, encoder_of, unwrap
 from nnunet_polycl.pretraining.loop import TrainState, new_state, run_epoch, train_step
 from nnunet_polycl.pretraining.session import PreparedRun, prepare
+from nnunet_polycl.pretraining.settings import PretrainRequest
 from nnunet_polycl.pretraining.slice_data import BatchRequest, EpochBatchSampler, make_loader
 from nnunet_polycl.pretraining.task import PretrainingTask
 
@@ -54,10 +55,9 @@ def prepare_pretraining(dataset: str | int, plans_identifier: str, configuration
     Raises:
         PolyCLUserError: as ``polycl_pretrain`` (unknown dataset, not preprocessed, no CUDA, ...).
     """
-    return prepare(dataset, plans_identifier, configuration, fold, strategy, labels=None, epochs=1,
-                   batch_size=batch_size, lr=1e-4, temperature=None, embed_dim=256, slice_fraction=1.0,
-                   device=device, continue_training=False, seed=0, num_workers=num_workers,
-                   output_folder=scratch_folder, overwrite=False)
+    return prepare(PretrainRequest(dataset, plans_identifier, configuration, fold, strategy, epochs=1,
+                                   batch_size=batch_size, device=device, num_workers=num_workers,
+                                   output_folder=scratch_folder))
 
 
 def new_train_state(run: PreparedRun, options: ModelOptions) -> TrainState:

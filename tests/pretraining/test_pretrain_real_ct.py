@@ -16,13 +16,14 @@ def test_a_few_steps_on_real_ct_give_finite_losses(preprocessed_real_ct, tmp_pat
     from nnunet_polycl.network import build_plans_network, encoder_of
     from nnunet_polycl.pretraining.loop import new_state, train_step
     from nnunet_polycl.pretraining.session import prepare
+    from nnunet_polycl.pretraining.settings import PretrainRequest
     from nnunet_polycl.pretraining.slice_data import make_loader
 
     root = preprocessed_real_ct.parents[1]
     for key in ("raw", "preprocessed", "results"):
         monkeypatch.setenv(f"nnUNet_{key}", str(root / key))
-    run = prepare(preprocessed_real_ct.name, "nnUNetPlans", "2d", "all", strategy, None, 1, 2, 1e-4, None, 256, 1.0,
-                  "cpu", False, 0, 1, str(tmp_path / "out"), False)
+    run = prepare(PretrainRequest(preprocessed_real_ct.name, fold="all", strategy=strategy, epochs=1, batch_size=2,
+                                  device="cpu", num_workers=1, output_folder=str(tmp_path / "out")))
     assert len(run.index.case_ids) == 2
     assert 0 < int(run.index.organ.sum()) < len(run.index), "both organ classes must be present"
 
