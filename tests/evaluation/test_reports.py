@@ -64,25 +64,82 @@ def paired_dice(rows: list[dict], method: str, pair_by: str, k=5) -> list[float]
 
 
 @pytest.mark.parametrize("pair_by", ["case", "run"])
-def test_p_values_are_scipys_on_the_documented_pairs(pair_by):
-    rows = synthetic_rows()
+def test_p_values_and_intervals_are_scipys_on_the_documented_pairs(pair_by):
+    rows = synthetic_rows(seeds=tuple(range(6)))
     table = method_table(rows, pair_by=pair_by)
     for method in ("simclr", "O"):
         x, y = paired_dice(rows, method, pair_by), paired_dice(rows, "baseline", pair_by)
         test = entry(table, method, 5)["metrics"]["dice"]["vs_baseline"]
-        assert test["n_pairs"] == (12 if pair_by == "case" else 3)
+        assert test["n_pairs"] == (24 if pair_by == "case" else 6)
         assert test["wilcoxon_p"] == pytest.approx(stats.wilcoxon(x, y).pvalue)
         assert test["ttest_p"] == pytest.approx(stats.ttest_rel(x, y).pvalue)
-    if pair_by == "case":  # 12 pairs detect the 0.05 Dice gain of method O
-        assert entry(table, "O", 5)["metrics"]["dice"]["vs_baseline"]["ttest_p"] < 0.01
+        d = np.subtract(x, y)
+        low, high = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
+        assert (test["difference"], test["low"], test["high"]) == (pytest.approx(d.mean()), pytest.approx(low),
+                                                                   pytest.approx(high))
+    assert entry(table, "O", 5)["metrics"]["dice"]["vs_baseline"]["low"] > 0  # the 0.05 Dice gain is seen
     assert entry(table, "baseline", 5)["metrics"]["dice"]["vs_baseline"] is None
+    assert ("PER-CASE" in table_markdown(table)) == (pair_by == "case")
 
 
-def test_too_few_pairs_give_n_a_not_nan():
-    table = method_table(synthetic_rows(seeds=(0,), cases=2), pair_by="case")
+def correlated_rows(n_seeds: int = 5, n_cases: int = 30) -> list[dict]:
+    """Runs whose cases share a large run effect (which network was trained) and differ by little case noise: the
+    method gains 0.01 Dice, much less than the spread between runs."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for s in range(n_seeds):
+        for method, gain in (("baseline", 0.0), ("O", 0.01)):
+            run_effect = 0.05 * rng.standard_normal()
+            for c in range(n_cases):
+                dice = 0.8 + gain + run_effect + 0.005 * rng.standard_normal()
+                rows.append(dict(method=method, seed=s, k=2, case=f"case_{c}", label="liver", dice=dice,
+                                 hd=10 * (1 - dice), hd95=5 * (1 - dice)))
+    return rows
+
+
+def test_cases_correlated_within_runs_are_tested_over_runs_unless_per_case_is_asked_for():
+    rows = correlated_rows()
+    per_run = method_table(rows)["rows"][1]["metrics"]["dice"]["vs_baseline"]
+    run_means = {m: [np.mean([r["dice"] for r in rows if r["method"] == m and r["seed"] == s]) for s in range(5)]
+                 for m in ("baseline", "O")}
+    assert per_run["n_pairs"] == 5
+    assert per_run["ttest_p"] == pytest.approx(stats.ttest_rel(run_means["O"], run_means["baseline"]).pvalue)
+    per_case = method_table(rows, pair_by="case")["rows"][1]["metrics"]["dice"]["vs_baseline"]
+    assert per_case["n_pairs"] == 150
+    # pseudo-replication: the 150 dependent pairs claim a precision the 5 runs do not have
+    assert per_case["ttest_p"] < per_run["ttest_p"] / 10
+    assert (per_case["high"] - per_case["low"]) < (per_run["high"] - per_run["low"]) / 3
+
+
+def test_fewer_than_five_pairs_give_no_p_value_but_an_interval():
+    table = method_table(synthetic_rows(seeds=(0, 1, 2), cases=2))
     test = entry(table, "O", 2)["metrics"]["hd95"]["vs_baseline"]
-    assert (test["n_pairs"], test["wilcoxon_p"], test["ttest_p"]) == (2, None, None)
-    assert "n/a" in test["note"] and "n/a (only 2 pairs" in table_markdown(table)
+    assert (test["n_pairs"], test["wilcoxon_p"], test["ttest_p"]) == (3, None, None)
+    assert test["note"] == "n < 5: no test" and test["low"] is not None
+    md = table_markdown(table)
+    assert "n < 5: no test" in md and "p Wilcoxon" not in md
+
+
+def test_one_seed_gives_neither_interval_nor_p_value():
+    table = method_table(synthetic_rows(seeds=(0,), cases=2))
+    test = entry(table, "O", 2)["metrics"]["dice"]["vs_baseline"]
+    assert (test["n_pairs"], test["low"], test["high"], test["ttest_p"]) == (1, None, None, None)
+
+
+def test_bootstrap_interval_is_labelled_and_brackets_the_mean():
+    table = method_table(synthetic_rows(seeds=tuple(range(6))), interval="bootstrap")
+    test = entry(table, "O", 5)["metrics"]["dice"]["vs_baseline"]
+    assert test["low"] < test["difference"] < test["high"] and "bootstrap" in test["interval"]
+    assert "bootstrap" in table_markdown(table)
+
+
+def test_empty_predictions_and_undefined_hd_are_counted():
+    rows = synthetic_rows(seeds=(0, 1), cases=3)
+    for r in rows[:2]:
+        r.update(status="empty_prediction", dice=0.0, hd=None, hd95=None)
+    counts = entry(method_table(rows), rows[0]["method"], rows[0]["k"])["counts"]
+    assert (counts["n_empty_prediction"], counts["n_hd_undefined"], counts["n_cases"]) == (2, 2, 6)
+    assert "| 2/6 | 2/6 |" in table_markdown(method_table(rows))
 
 
 def test_table_files_have_a_row_per_method_with_finite_numbers(tmp_path):
@@ -94,7 +151,7 @@ def test_table_files_have_a_row_per_method_with_finite_numbers(tmp_path):
     assert [r["method"] for r in lines] == list(METHODS)
     for r in lines:
         assert all(math.isfinite(float(r[f"{m}_mean"])) and float(r[f"{m}_std"]) > 0 for m in ("dice", "hd", "hd95"))
-    assert all(r["dice_p_wilcoxon"] and r["dice_p_ttest"] for r in lines if r["method"] != "baseline")
+    assert all(r["dice_diff_low"] and not r["dice_p_ttest"] for r in lines if r["method"] != "baseline")  # 3 seeds
     saved = json.loads((tmp_path / "table1.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(table["rows"]))
     assert len(saved["runs"]) == len(METHODS) * 3
@@ -113,7 +170,14 @@ def test_figure_is_a_valid_png_with_its_numbers_in_json(tmp_path):
     assert saved["points"] == json.loads(json.dumps(result["points"]))
     by_key = {(p["method"], p["metric"], p["k"]): p for p in saved["points"]}
     assert set(by_key) == {(m, metric, k) for m in METHODS for metric in ("dice", "hd95") for k in (2, 5, None)}
-    assert all(p["n_runs"] == 3 and math.isfinite(p["mean"]) and p["std"] > 0 for p in saved["points"])
+    assert all(p["n_runs"] == 3 and math.isfinite(p["mean"]) and p["low"] < p["mean"] < p["high"]
+               for p in saved["points"])
+    one = by_key[("O", "dice", 5)]
+    values = [np.mean([r["dice"] for r in synthetic_rows() if (r["method"], r["k"], r["seed"]) == ("O", 5, s)])
+              for s in range(3)]
+    assert (one["low"], one["high"]) == tuple(pytest.approx(v) for v in stats.t.interval(
+        0.95, 2, loc=np.mean(values), scale=stats.sem(values)))
+    assert "95% t-interval" in saved["error_bars"]
     assert by_key[("O", "dice", 5)]["mean"] > by_key[("baseline", "dice", 5)]["mean"]
 
 
@@ -154,4 +218,4 @@ def test_reports_from_polycl_evaluate_summaries(tmp_path):
     perfect = entry(table, "O")["metrics"]
     assert (perfect["dice"]["mean"], perfect["hd"]["mean"]) == (1.0, 0.0)
     assert entry(table, "baseline")["metrics"]["hd"]["mean"] > 2 * 0.7 - 1e-6
-    assert perfect["dice"]["vs_baseline"]["n_pairs"] == 6
+    assert perfect["dice"]["vs_baseline"]["n_pairs"] == 3  # one pair per seed (run-level pairing is the default)
