@@ -12,6 +12,7 @@ Layout (default folder ``$nnUNet_results/DatasetXXX/PolyCL_<strategy>__<plans>__
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from os.path import isdir, isfile, join
 
 import torch
@@ -22,6 +23,7 @@ from nnunet_polycl.paths import PRETRAINED_WEIGHTS_FILE, PRETRAINING_CONFIG_FILE
 from nnunet_polycl.pretraining.loop import FINAL_CHECKPOINT, LATEST_CHECKPOINT
 from nnunet_polycl.pretraining.progress import LOG_FILE, PLOT_FILE
 from nnunet_polycl.pretraining.settings import PretrainSettings
+from nnunet_polycl.provenance import package_versions, plans_fingerprint, pretraining_provenance
 
 RUN_FILES = (PRETRAINING_CONFIG_FILE, LOG_FILE, PLOT_FILE, LATEST_CHECKPOINT, FINAL_CHECKPOINT,
              PRETRAINED_WEIGHTS_FILE)
@@ -64,10 +66,6 @@ def sha256_of_file(path: str) -> str | None:
 def config_record(settings: PretrainSettings, ctx: PlansContext, train_ids: list[str], val_ids: list[str],
                   num_slices: int, iterations_per_epoch: int) -> dict:
     """Content of ``config.json``: settings, split, fingerprints and versions."""
-    from importlib.metadata import version
-
-    import nnunet_polycl
-
     return {
         "settings": settings.to_dict(),
         "split": {"fold": settings.fold, "train": list(train_ids), "val": list(val_ids)},
@@ -80,24 +78,25 @@ def config_record(settings: PretrainSettings, ctx: PlansContext, train_ids: list
             f"{ctx.plans_identifier}.json_sha256": sha256_of_file(join(ctx.preprocessed_folder,
                                                                        ctx.plans_identifier + ".json")),
             "dataset.json_sha256": sha256_of_file(join(ctx.preprocessed_folder, "dataset.json")),
+            "plans_fingerprint": plans_fingerprint(ctx.plans, ctx.configuration),
         },
-        "versions": {"nnunet_polycl": nnunet_polycl.__version__, "nnunetv2": version("nnunetv2"),
-                     "torch": torch.__version__},
+        "versions": {**package_versions(), "torch": torch.__version__},
     }
 
 
 def write_pretrained_weights(folder: str, ctx: PlansContext, encoder_state: dict, settings: PretrainSettings,
-                             epochs_done: int) -> str:
-    """Write ``pretrained_weights.pth`` atomically: the full plans network with the pre-trained encoder inside."""
+                             epochs_done: int, cases: Sequence[str]) -> str:
+    """Write ``pretrained_weights.pth`` atomically: the full plans network with the pre-trained encoder inside, and
+    the run's settings and provenance (``nnunet_polycl.provenance``; ``cases``: every case pre-training used)."""
     path = join(folder, PRETRAINED_WEIGHTS_FILE)
     atomic_torch_save({
         "network_weights": full_network_state_with_encoder(ctx, encoder_state),
         "polycl": {
-            "strategy": settings.strategy, "epochs": epochs_done, "dataset_name": settings.dataset_name,
-            "plans_identifier": settings.plans_identifier, "configuration": settings.configuration,
-            "fold": settings.fold, "embed_dim": settings.embed_dim, "labels": settings.to_dict()["label_values"],
-            "seed": settings.seed,
+            "strategy": settings.strategy, "epochs": epochs_done, "plans_identifier": settings.plans_identifier,
+            "configuration": settings.configuration, "fold": settings.fold, "embed_dim": settings.embed_dim,
+            "labels": settings.to_dict()["label_values"], "seed": settings.seed,
             "plans_sha256": sha256_of_file(join(ctx.preprocessed_folder, ctx.plans_identifier + ".json")),
+            **pretraining_provenance(ctx, cases),
         },
     }, path)
     return path

@@ -172,7 +172,7 @@ def execute(run: PreparedRun) -> str:
         log(f"ERROR: {e}")
         raise
     encoder_state = {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()}
-    weights = write_pretrained_weights(run.folder, run.ctx, encoder_state, s, state.epoch)
+    weights = write_pretrained_weights(run.folder, run.ctx, encoder_state, s, state.epoch, run.index.case_ids)
     atomic_torch_save(checkpoint_dict(state, s), join(run.folder, FINAL_CHECKPOINT))
     log(f"Finished: {state.epoch} epochs done. Encoder weights for fine-tuning: {weights}")
     return run.folder

@@ -93,7 +93,8 @@ def pretraining_figures(run: PreparedRun, s: BenchmarkSettings, weights_folder: 
         figures = _timed_figures([(compute, steps, "triplets/s"), (data, data_units, "triplets/s"),
                                   (e2e, 1, "triplets/s")], s, run.device, say)
         if weights_folder is not None:
-            write_pretrained_weights(weights_folder, run.ctx, e2e.encoder_state(), run.settings, e2e.epoch)
+            write_pretrained_weights(weights_folder, run.ctx, e2e.encoder_state(), run.settings, e2e.epoch,
+                                     run.index.case_ids)
     finally:
         data.close()
         e2e.close()
