@@ -1,8 +1,15 @@
 """Find, read, check and load the encoder weights that ``polycl_pretrain`` wrote.
 
-The weights file is ``{'network_weights': <full network state_dict>, 'polycl': {<pre-training settings>}}`` at
-``nnunet_polycl.paths.default_pretraining_folder(...)/pretrained_weights.pth``. Users whose pre-training lives
-elsewhere point :data:`OVERRIDE_VARIABLE` at the file instead.
+The weights file is ``{'network_weights': <full network state_dict>, 'polycl': {<pre-training settings and
+provenance>}}`` at ``nnunet_polycl.paths.default_pretraining_folder(...)/pretrained_weights.pth``. Users whose
+pre-training lives elsewhere point :data:`OVERRIDE_VARIABLE` at the file instead.
+
+Checks before anything is loaded (each failure is a one-line :class:`PolyCLUserError` naming the file, the mismatch
+and the fix): the file is readable; it was pre-trained with this run's plans identifier, configuration, fold and
+strategy; on this dataset and these plans (fingerprint, see ``nnunet_polycl.provenance``), unless the user opts in with
+:data:`ALLOW_FOREIGN_VARIABLE` (recorded); its pre-training used none of the fold's current validation cases (the
+split may have changed after pre-training); every encoder tensor fits. Files of older versions without provenance
+load with a warning that names what could not be checked.
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ from nnunet_polycl.network import encoder_of, mismatched_keys
 from nnunet_polycl.paths import PRETRAINED_WEIGHTS_FILE, Fold, PolyCLUserError, default_pretraining_folder
 
 OVERRIDE_VARIABLE = "POLYCL_PRETRAINED_WEIGHTS"
+ALLOW_FOREIGN_VARIABLE = "POLYCL_ALLOW_FOREIGN_WEIGHTS"
 DEFAULT_SOURCE = "default location"
 ENCODER_PREFIX = "encoder."
 MAX_LISTED_MISMATCHES = 20
@@ -27,13 +35,16 @@ MAX_LISTED_MISMATCHES = 20
 
 @dataclass(frozen=True)
 class PretrainingTarget:
-    """What the fine-tuning run needs: the pre-training of this dataset / plans / configuration / fold / strategy."""
+    """What the fine-tuning run needs: the pre-training of this dataset / plans / configuration / fold / strategy,
+    made with plans of this fingerprint, on none of the fold's validation cases."""
 
     dataset_name: str
     plans_identifier: str
     configuration: str
     fold: Fold
     strategy: str
+    plans_fingerprint: str | None = None
+    validation_cases: tuple[str, ...] = ()
 
     def pretrain_command(self) -> str:
         """The ``polycl_pretrain`` command that writes the weights this run looks for."""
@@ -79,9 +90,9 @@ def locate_pretrained_weights(target: PretrainingTarget) -> tuple[str, str]:
     if not isfile(path):
         raise PolyCLUserError(
             f"No PolyCL pre-trained weights found at {path}. This trainer fine-tunes a pre-trained encoder and never "
-            f"starts from random weights silently. Pre-train first with:\n    {target.pretrain_command()}\n"
-            f"or set {OVERRIDE_VARIABLE}=/path/to/pretrained_weights.pth if your pre-training lives elsewhere "
-            f"(use the ..._Baseline trainer variants for a random initialisation)."
+            f"starts from random weights silently. Pre-train first with: {target.pretrain_command()} , or set "
+            f"{OVERRIDE_VARIABLE}=/path/to/pretrained_weights.pth if your pre-training lives elsewhere (use the "
+            f"..._Baseline trainer variants for a random initialisation)."
         )
     return path, DEFAULT_SOURCE
 
@@ -125,10 +136,9 @@ def check_pretraining_settings(weights: PretrainedWeights, target: PretrainingTa
              for key, value in wanted.items() if str(weights.meta.get(key)) != str(value)]
     if diffs:
         raise PolyCLUserError(
-            f"The pre-trained weights {weights.path} were made with other settings than this fine-tuning run:\n    "
-            + "\n    ".join(diffs)
-            + f"\nPre-train with the same settings:\n    {target.pretrain_command()}\n(or pick the trainer variant of "
-              f"the file's strategy, e.g. nnUNetTrainerPolyCL_S for strategy S)."
+            f"The pre-trained weights {weights.path} were made with other settings than this fine-tuning run ("
+            + "; ".join(diffs) + f"). Pre-train with the same settings: {target.pretrain_command()} (or pick the "
+            f"trainer variant of the file's strategy, e.g. nnUNetTrainerPolyCL_S for strategy S)."
         )
 
 
@@ -142,15 +152,75 @@ def encoder_weights(weights: PretrainedWeights, network: nn.Module) -> dict[str,
     problems = mismatched_keys(expected, weights.network_weights)
     if problems:
         shown = problems[:MAX_LISTED_MISMATCHES]
-        more = f"\n    ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
+        more = f"; ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
         raise PolyCLUserError(
-            f"The encoder in {weights.path} does not fit this network ({len(problems)} mismatches):\n    "
-            + "\n    ".join(shown) + more
-            + "\nThe pre-training must use the same dataset plans and configuration as the fine-tuning."
+            f"The encoder in {weights.path} does not fit this network ({len(problems)} mismatches: "
+            + "; ".join(shown) + more
+            + "). The pre-training must use the same dataset plans and configuration as the fine-tuning."
         )
     return {k[len(ENCODER_PREFIX):]: weights.network_weights[k] for k in expected}
 
 
-def load_pretrained_encoder(network: nn.Module, weights: PretrainedWeights) -> None:
-    """Copy the file's encoder tensors into ``network``'s encoder (DDP / torch.compile unwrapped); decoder untouched."""
-    encoder_of(network).load_state_dict(encoder_weights(weights, network), strict=True)
+def load_pretrained_encoder(network: nn.Module, weights: PretrainedWeights) -> dict[str, Any]:
+    """Copy the file's encoder tensors into ``network``'s encoder (DDP / torch.compile unwrapped); decoder untouched.
+
+    Every encoder tensor of the network must be in the file with its shape (else PolyCLUserError, nothing loaded).
+    Returns the loading report: ``{encoder_tensors_loaded, encoder_tensors_skipped, file_tensors_not_loaded}``
+    (the last: the file's decoder and segmentation-head tensors, which stay freshly initialised).
+    """
+    tensors = encoder_weights(weights, network)
+    encoder_of(network).load_state_dict(tensors, strict=True)
+    others = [k for k in weights.network_weights
+              if not k.startswith(ENCODER_PREFIX) and not k.startswith("decoder." + ENCODER_PREFIX)]
+    return {"encoder_tensors_loaded": len(tensors), "encoder_tensors_skipped": [],
+            "file_tensors_not_loaded": len(others)}
+
+
+def _foreign(weights: PretrainedWeights, target: PretrainingTarget) -> list[str]:
+    meta, diffs = weights.meta, []
+    if meta.get("dataset_name") not in (None, target.dataset_name):
+        diffs.append(f"pre-trained on dataset {meta['dataset_name']}, this run fine-tunes {target.dataset_name}")
+    if None not in (meta.get("plans_fingerprint"), target.plans_fingerprint) \
+            and meta["plans_fingerprint"] != target.plans_fingerprint:
+        diffs.append(f"plans fingerprint {meta['plans_fingerprint'][:12]}… differs from this run's "
+                     f"{target.plans_fingerprint[:12]}… (the dataset was planned again, or with other settings)")
+    return diffs
+
+
+def check_provenance(weights: PretrainedWeights, target: PretrainingTarget, allow_foreign: bool) -> dict[str, Any]:
+    """Refuse weights of another dataset or plans (unless ``allow_foreign``) and weights pre-trained on validation
+    cases of the fold; returns the record of what was checked (``unchecked`` lists what an older file lacks).
+
+    Raises:
+        PolyCLUserError: a one-line message naming the file, the mismatch and the fix.
+    """
+    meta = weights.meta
+    unchecked = [k for k in ("dataset_name", "plans_fingerprint", "pretraining_cases") if meta.get(k) is None]
+    foreign = _foreign(weights, target)
+    if foreign and not allow_foreign:
+        raise PolyCLUserError(
+            f"The pre-trained weights {weights.path} come from other data than this fine-tuning run: "
+            f"{'; '.join(foreign)}. Pre-train on this dataset and plans ({target.pretrain_command()}), or set "
+            f"{ALLOW_FOREIGN_VARIABLE}=1 to fine-tune from them on purpose (the opt-in is recorded).")
+    leaked = [] if foreign else sorted(set(meta.get("pretraining_cases") or ()) & set(target.validation_cases))
+    if leaked:
+        shown = ", ".join(leaked[:5]) + (f" and {len(leaked) - 5} more" if len(leaked) > 5 else "")
+        raise PolyCLUserError(
+            f"The pre-trained weights {weights.path} were pre-trained on {len(leaked)} case(s) that are validation "
+            f"cases of fold {target.fold} now ({shown}): splits_final.json changed after pre-training, and "
+            f"validation would measure scans the encoder has seen. Pre-train again for this split "
+            f"({target.pretrain_command()}), or restore the splits_final.json the pre-training used.")
+    return {"dataset_name": meta.get("dataset_name"), "plans_fingerprint": meta.get("plans_fingerprint"),
+            "foreign_opt_in": foreign or None, "validation_cases_checked": "pretraining_cases" not in unchecked,
+            "unchecked": unchecked}
+
+
+def unchecked_warning(weights: PretrainedWeights, checks: dict[str, Any]) -> str | None:
+    """The log warning for a file that lacks provenance fields (written by an older polycl_pretrain), or None."""
+    if not checks["unchecked"]:
+        return None
+    what = {"dataset_name": "the dataset it was pre-trained on", "plans_fingerprint": "the plans it was made with",
+            "pretraining_cases": "whether its pre-training saw this fold's validation cases"}
+    return (f"WARNING: {weights.path} does not record {', '.join(checks['unchecked'])} (an older polycl_pretrain "
+            f"wrote it), so {'; '.join(what[k] for k in checks['unchecked'])} cannot be checked. Pre-train again "
+            f"to get a file that can be checked.")

@@ -24,12 +24,19 @@ def demo_name(demo_in_process) -> str:
 
 @pytest.fixture
 def write_pretraining(demo_name):
-    """Factory: ``write_pretraining(strategy="O", fold=0, path=None, seed=0, **meta) -> Path`` of the file written."""
+    """Factory: ``write_pretraining(strategy="O", fold=0, path=None, seed=0, provenance=True, **meta) -> Path``.
+
+    With ``provenance`` the file records it as ``polycl_pretrain`` does (pre-trained on the fold's training cases);
+    without, it is a file of an older version."""
     from nnunet_polycl.network import build_plans_network, full_network_state_with_encoder, load_plans_context
     from nnunet_polycl.paths import PRETRAINED_WEIGHTS_FILE, default_pretraining_folder
+    from nnunet_polycl.provenance import pretraining_provenance
+    from nnunet_polycl.splits import training_cases
 
-    def write(strategy: str = "O", fold=0, path: Path | None = None, seed: int = 0, **meta) -> Path:
+    def write(strategy: str = "O", fold=0, path: Path | None = None, seed: int = 0, provenance: bool = True,
+              **meta) -> Path:
         ctx = load_plans_context(demo_name)
+        origin = pretraining_provenance(ctx, training_cases(ctx, fold, write_missing=False)[0]) if provenance else {}
         torch.manual_seed(seed)
         encoder = build_plans_network(ctx).encoder
         if path is None:
@@ -37,7 +44,7 @@ def write_pretraining(demo_name):
                 PRETRAINED_WEIGHTS_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         polycl = {"strategy": strategy, "epochs": 3, "dataset_name": demo_name, "plans_identifier": "nnUNetPlans",
-                  "configuration": "2d", "fold": fold, **meta}
+                  "configuration": "2d", "fold": fold, **origin, **meta}
         torch.save({"network_weights": full_network_state_with_encoder(ctx, encoder.state_dict()),
                     "polycl": polycl}, path)
         return path
