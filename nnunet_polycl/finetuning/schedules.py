@@ -1,12 +1,14 @@
 """Training schedules of the fine-tuning trainers, one class per schedule (nnU-Net's variant convention).
 
 - no suffix: nnU-Net's default (1000 epochs x 250 iterations, SGD lr 1e-2, poly decay), from ``nnUNetTrainerPolyCL``;
-- ``_paper``: the paper's fine-tuning schedule;
-- ``_demo``: CPU-sized run for the README demo;
-- ``_smoke``: the tests' run.
+- ``_paper``: the paper's fine-tuning protocol (batch 10, one epoch = one pass over the labelled slices, Adam, 100
+  epochs, cosine annealing with warm restarts every 10 epochs);
+- ``_demo``: CPU-sized run for the README demo (the paper's optimiser with a fixed small budget);
+- ``_smoke``: the tests' run (as ``_demo``, smaller).
 
-The demo and smoke runs switch off mirroring at validation / prediction time (test-time augmentation), the slow part
-on a CPU; training augmentation is unchanged.
+Each schedule provides the optimiser (``polycl_make_optimizer``) and the decay (``polycl_decay_scheduler``) that the
+adaptation stages of :mod:`.adaptation` run on. The demo and smoke runs switch off mirroring at validation /
+prediction time (test-time augmentation), the slow part on a CPU; training augmentation is unchanged.
 """
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ from nnunet_polycl.finetuning.trainer import DEFAULT_DEVICE, nnUNetTrainerPolyCL
 
 PAPER_EPOCHS = 100
 PAPER_LR = 1e-3
+PAPER_BATCH_SIZE = 10
 PAPER_RESTART_EVERY_EPOCHS = 10
-DEMO_EPOCHS, DEMO_ITERATIONS, DEMO_VAL_ITERATIONS = 5, 3, 1
+DEMO_EPOCHS, DEMO_ITERATIONS, DEMO_VAL_ITERATIONS = 20, 6, 2
 SMOKE_EPOCHS, SMOKE_ITERATIONS, SMOKE_VAL_ITERATIONS = 2, 3, 2
 
 
@@ -28,13 +31,31 @@ def without_test_time_mirroring(trainer: nnUNetTrainerPolyCL, settings: tuple) -
     return settings
 
 
-class nnUNetTrainerPolyCL_paper(nnUNetTrainerPolyCL):
-    """Paper schedule: 100 epochs, Adam (lr 1e-3, no weight decay), cosine annealing restarting every 10 epochs.
+class CosineWarmRestartsFrom(CosineAnnealingWarmRestarts):
+    """``CosineAnnealingWarmRestarts`` whose first cycle starts at epoch ``start_epoch``.
 
-    nnU-Net steps the scheduler once per epoch with the epoch number (``lr_scheduler.step(current_epoch)``);
-    ``CosineAnnealingWarmRestarts.step(epoch)`` computes the rate from that number alone, so a resumed run (``--c``)
-    continues on the same curve. Batch size and iterations per epoch stay those of the plans / nnU-Net.
+    nnU-Net steps the scheduler once per epoch with the epoch number (``lr_scheduler.step(current_epoch)``); the
+    rate is computed from that number alone, so a resumed run (``--c``) continues on the same curve.
     """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, restart_every: int, start_epoch: int = 0):
+        self.start_epoch = start_epoch
+        super().__init__(optimizer, T_0=restart_every)
+
+    def step(self, epoch=None):
+        super().step(None if epoch is None else max(0, epoch - self.start_epoch))
+
+
+class nnUNetTrainerPolyCL_paper(nnUNetTrainerPolyCL):
+    """Paper protocol: batch 10, epoch = one pass over the labelled slices, Adam 1e-3, 100 epochs, restarts every 10.
+
+    Cosine annealing with warm restarts every 10 epochs, Dice loss. Iterations per epoch = ceil(slices of the labelled training cases / 10), validation likewise over the validation
+    cases' slices (nnU-Net's loader still draws a random case, then a random slice, per sample: an epoch has as many
+    batches as one pass needs, not every slice exactly once).
+    """
+
+    polycl_batch_size = PAPER_BATCH_SIZE
+    polycl_epoch_is_one_pass = True
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = DEFAULT_DEVICE):
@@ -43,14 +64,22 @@ class nnUNetTrainerPolyCL_paper(nnUNetTrainerPolyCL):
         self.initial_lr = PAPER_LR
         self.weight_decay = 0.0
 
-    def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
-        return optimizer, CosineAnnealingWarmRestarts(optimizer, T_0=PAPER_RESTART_EVERY_EPOCHS)
+    def polycl_make_optimizer(self, params, lr):
+        return torch.optim.Adam(params, lr=lr, weight_decay=self.weight_decay)
+
+    def polycl_decay_scheduler(self, optimizer, lr, start_epoch):
+        return CosineWarmRestartsFrom(optimizer, PAPER_RESTART_EVERY_EPOCHS, start_epoch)
 
 
-class nnUNetTrainerPolyCL_demo(nnUNetTrainerPolyCL):
-    """CPU-sized demo run: 5 epochs x 3 iterations, 1 validation iteration, no test-time mirroring (~1 min on 2 cores)."""
+class nnUNetTrainerPolyCL_demo(nnUNetTrainerPolyCL_paper):
+    """CPU demo: the paper's optimiser, batch and restarts, 20 epochs x 6 iterations, no test-time mirroring.
 
+    Batch 10, Adam lr 1e-3, cosine annealing with warm restarts every 10 epochs, as ``_paper``; a fixed 6 iterations
+    and 2 validation iterations per epoch instead of a pass over the slices, so every run has the same budget (120
+    iterations, about a minute on 2 CPU cores).
+    """
+
+    polycl_epoch_is_one_pass = False
     short_run = (DEMO_EPOCHS, DEMO_ITERATIONS, DEMO_VAL_ITERATIONS)  # epochs, iterations, validation iterations
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,

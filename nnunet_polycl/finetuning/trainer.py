@@ -1,48 +1,69 @@
 """``nnUNetTrainerPolyCL``: nnU-Net's trainer, started from the PolyCL pre-trained encoder, with a Dice-only loss.
 
-Everything else is stock nnU-Net (augmentation, schedule, validation, checkpoints, progress.png, prediction). What
-differs, each in one overridden method that calls nnU-Net's:
+Everything else is stock nnU-Net (augmentation, validation, checkpoints, progress.png, prediction). What differs, each
+in one overridden method that calls nnU-Net's:
 
-- ``__init__``: refuses a 3D configuration before anything is written.
-- ``initialize``: after nnU-Net built the network, the encoder is loaded from ``polycl_pretrain``'s output for the
-  same dataset, plans, configuration and fold (or from ``$POLYCL_PRETRAINED_WEIGHTS``). Missing weights are an error,
-  never a silent random start. Which file was loaded (path, sha256, strategy, pre-training epochs) goes to the
-  training log, to ``polycl_finetuning.json`` in the fold folder and to every checkpoint (key ``polycl_finetuning``).
+- ``__init__``: refuses a 3D configuration; for a new run (no checkpoint in the fold folder yet) it finds, reads and
+  checks the pre-trained weights (see :mod:`.pretrained`) *before* nnU-Net creates the fold folder, so a refused file
+  leaves nothing behind; applies the schedule's batch size.
+- ``initialize``: seeds the run (``_seed<s>``), then, after nnU-Net built the network, loads the checked encoder.
+  A run that continues from its own checkpoint (``--c``, ``--val``) loads nothing: its checkpoint carries the weights
+  and the record, so the pre-training folder may be gone. Which file was loaded (path, sha256, strategy, provenance
+  checks, tensors loaded) goes to the training log, to ``polycl_finetuning.json`` and to every checkpoint.
 - ``_build_loss``: nnU-Net's own loss with the cross-entropy weight set to 0 (see :mod:`.loss`).
-- ``do_split``: nnU-Net's split; variants with ``polycl_num_labelled_cases = k`` keep k training cases.
-- ``save_checkpoint`` / ``load_checkpoint``: add / read back the ``polycl_finetuning`` record, so a resumed run keeps
-  the record of the weights it started from.
+- ``do_split``: nnU-Net's split; ``_k<k>`` variants keep k training cases, drawn with the run's seed.
+- ``configure_optimizers`` / ``on_train_epoch_start``: the adaptation's stages (:mod:`.adaptation`) on the
+  schedule's optimiser and decay (:mod:`.schedules`).
+- ``get_dataloaders``: seeded augmentation workers for ``_seed<s>`` variants (:mod:`.seeding`).
+- ``on_train_start``: schedules whose epoch is one pass over the labelled slices set the iterations here.
+- ``save_checkpoint`` / ``load_checkpoint``: add / read back the ``polycl_finetuning`` record; a resumed run rebuilds
+  the optimiser of the stage its checkpoint was written in.
 
 Order of weights, last one wins: pre-trained encoder (``initialize``), then ``-pretrained_weights FILE`` (nnU-Net
-applies it after ``initialize``), then the checkpoint of ``--c`` / ``--val`` (``load_checkpoint`` runs after
-``initialize`` too). Resuming therefore never replaces trained weights with pre-trained ones.
+applies it after ``initialize``), then the checkpoint of ``--c`` / ``--val``.
 """
 from __future__ import annotations
 
+import math
 import os
-from os.path import join
+from os.path import isfile, join
 from typing import Any
 
 import torch
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+from nnunetv2.training.lr_scheduler.warmup import Lin_incr_offset_LRScheduler, PolyLRScheduler_offset
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_polycl.checkpoint import atomic_torch_save, atomic_write_json
-from nnunet_polycl.finetuning.labelled_subset import SUBSET_FILE, choose_labelled_cases, subset_record
+from nnunet_polycl.environment import temporary_environment
+from nnunet_polycl.finetuning.adaptation import Stage, stage_at, stage_lr, stage_plan
+from nnunet_polycl.finetuning.labelled_subset import SUBSET_FILE, SUBSET_SEED, choose_labelled_cases, subset_record
 from nnunet_polycl.finetuning.loss import dice_only
 from nnunet_polycl.finetuning.pretrained import (
+    ALLOW_FOREIGN_VARIABLE,
     OVERRIDE_VARIABLE,
+    PretrainedWeights,
     PretrainingTarget,
     check_pretraining_settings,
+    check_provenance,
+    encoder_weights,
     load_pretrained_encoder,
     locate_pretrained_weights,
     read_pretrained_weights,
+    unchecked_warning,
 )
+from nnunet_polycl.finetuning.seeding import seed_fine_tuning, seeded_augmenter
+from nnunet_polycl.network import encoder_of, unwrap
 from nnunet_polycl.paths import DEFAULT_STRATEGY, PolyCLUserError
+from nnunet_polycl.provenance import plans_fingerprint
 
 RECORD_FILE = "polycl_finetuning.json"
 CHECKPOINT_KEY = "polycl_finetuning"
 DEFAULT_DEVICE = torch.device("cuda")  # nnUNetTrainer's default, as a constant
+DEFAULT_ADAPTATION = "direct"
+CHECKPOINT_FILES = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
 
 
 def require_2d_configuration(plans: dict, configuration: str, trainer_name: str) -> None:
@@ -56,15 +77,28 @@ def require_2d_configuration(plans: dict, configuration: str, trainer_name: str)
         )
 
 
+def fold_folder(plans: dict, configuration: str, fold, trainer_name: str) -> str | None:
+    """The fold folder nnU-Net will use (None when ``nnUNet_results`` is unset)."""
+    results = os.environ.get("nnUNet_results")
+    if not results:
+        return None
+    return join(results, plans["dataset_name"], f"{trainer_name}__{plans['plans_name']}__{configuration}",
+                f"fold_{fold}")
+
+
 def describe_record(record: dict[str, Any]) -> str:
     """One log line saying how the network was initialised."""
     weights = record["pretrained_weights"]
+    seed = "unseeded (nnU-Net's default)" if record.get("seed") is None else f"seed {record['seed']}"
     if weights is None:
-        return f"PolyCL {record['trainer']}: {record['initialisation']}; no pre-trained weights loaded."
+        return f"PolyCL {record['trainer']}: {record['initialisation']}; no pre-trained weights loaded; {seed}."
+    loading = weights.get("loading") or {}
     return (f"PolyCL {record['trainer']}: {record['initialisation']}. Loaded the encoder from {weights['path']} "
             f"(found via {weights['source']}; sha256 {weights['sha256']}; strategy {weights['strategy']}; "
-            f"{weights['pretraining_epochs']} pre-training epochs). Recorded in {RECORD_FILE} and in every checkpoint "
-            f"under '{CHECKPOINT_KEY}'.")
+            f"{weights['pretraining_epochs']} pre-training epochs; {loading.get('encoder_tensors_loaded')} encoder "
+            f"tensors loaded, {len(loading.get('encoder_tensors_skipped', []))} skipped; "
+            f"{loading.get('file_tensors_not_loaded')} decoder tensors of the file not loaded); {seed}. Recorded in "
+            f"{RECORD_FILE} and in every checkpoint under '{CHECKPOINT_KEY}'.")
 
 
 class nnUNetTrainerPolyCL(nnUNetTrainer):
@@ -72,66 +106,193 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
 
     Class attributes set by the variants (one setting per class, see :mod:`.variants`):
         polycl_strategy: pre-training strategy whose weights are loaded (``None``: random initialisation).
+        polycl_adaptation: how the encoder is fine-tuned (:mod:`.adaptation`).
         polycl_num_labelled_cases: fine-tune on this many of the fold's training cases (``None``: all).
+        polycl_seed: seed of the run (``None``: unseeded, as nnU-Net).
+        polycl_batch_size: the schedule's batch size (``None``: the plans').
+        polycl_epoch_is_one_pass: iterations per epoch = ceil(labelled training slices / batch size).
     """
 
     polycl_strategy: str | None = DEFAULT_STRATEGY
+    polycl_adaptation: str = DEFAULT_ADAPTATION
     polycl_num_labelled_cases: int | None = None
+    polycl_seed: int | None = None
+    polycl_batch_size: int | None = None
+    polycl_epoch_is_one_pass: bool = False
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = DEFAULT_DEVICE):
-        require_2d_configuration(plans, configuration, type(self).__name__)
+        name = type(self).__name__
+        require_2d_configuration(plans, configuration, name)
+        folder = fold_folder(plans, configuration, fold, name)
+        new_run = folder is None or not any(isfile(join(folder, f)) for f in CHECKPOINT_FILES)
+        self.polycl_weights = self._checked_weights(plans, configuration, fold) if new_run else None
         super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.polycl_batch_size is not None:
+            self.configuration_manager.configuration["batch_size"] = self.polycl_batch_size
         self.polycl_record: dict[str, Any] | None = None
+        self.polycl_stage: Stage | None = None
+        self.polycl_split: tuple[list[str], list[str]] | None = None
+        self._polycl_resuming = False
+
+    @property
+    def polycl_plan(self) -> tuple[Stage, ...]:
+        """The adaptation's stages over this run's epochs (schedules set ``num_epochs`` after nnU-Net's init)."""
+        return stage_plan(self.polycl_adaptation, self.num_epochs)
+
+    # --- pre-trained weights -------------------------------------------------------------------------------------
+    def _checked_weights(self, plans: dict, configuration: str, fold) -> tuple[PretrainedWeights, dict] | None:
+        """The weights file this run starts from, read and checked against this dataset, plans, split and network
+        (None for a random-initialisation baseline)."""
+        from nnunet_polycl.network import build_plans_network, load_plans_context
+        from nnunet_polycl.splits import training_cases
+
+        if self.polycl_strategy is None:
+            return None
+        ctx = load_plans_context(plans["dataset_name"], plans["plans_name"], configuration)
+        _, val = training_cases(ctx, fold, write_missing=False)
+        target = PretrainingTarget(plans["dataset_name"], plans["plans_name"], configuration, fold,
+                                   self.polycl_strategy, plans_fingerprint(plans, configuration), tuple(val))
+        weights = read_pretrained_weights(*locate_pretrained_weights(target))
+        check_pretraining_settings(weights, target)
+        checks = check_provenance(weights, target, os.environ.get(ALLOW_FOREIGN_VARIABLE) == "1")
+        encoder_weights(weights, build_plans_network(ctx))  # every encoder tensor fits, or a PolyCLUserError
+        return weights, checks
 
     def initialize(self) -> None:
+        if self.polycl_seed is not None:
+            seed_fine_tuning(self.polycl_seed)
         super().initialize()
-        try:
-            self.polycl_record = self._initialise_encoder()
-        except PolyCLUserError as e:
-            self.print_to_log_file(f"ERROR: {e}")
-            raise
+        if self._polycl_resuming:
+            return  # the checkpoint's weights and record replace whatever would be loaded here
+        if self.polycl_weights is None and self.polycl_strategy is not None:  # a fresh run over an old folder
+            self.polycl_weights = self._checked_weights(self.plans_manager.plans, self.configuration_name, self.fold)
+        self.polycl_record = self._initialise_encoder()
         self.print_to_log_file(describe_record(self.polycl_record))
         self._write_record()
 
     def _write_record(self) -> None:
-        if self.local_rank == 0:
+        if self.local_rank == 0 and self.polycl_record is not None:
             atomic_write_json(self.polycl_record, join(self.output_folder, RECORD_FILE))
 
     def _initialise_encoder(self) -> dict[str, Any]:
-        """Load the pre-trained encoder (unless this is a random-initialisation baseline); return the record."""
-        record: dict[str, Any] = {"trainer": type(self).__name__, "strategy": self.polycl_strategy}
+        """Load the checked pre-trained encoder (unless this is a random-initialisation baseline); the record."""
+        record: dict[str, Any] = {"trainer": type(self).__name__, "strategy": self.polycl_strategy,
+                                  "seed": self.polycl_seed, "adaptation": self.polycl_adaptation,
+                                  "stages": [s.to_dict() for s in self.polycl_plan]}
         if self.polycl_strategy is None:
             if os.environ.get(OVERRIDE_VARIABLE):
                 self.print_to_log_file(f"{OVERRIDE_VARIABLE} is ignored: {type(self).__name__} starts from random "
                                        f"weights by design.")
             return {**record, "initialisation": "random (nnU-Net's default initialisation)",
                     "pretrained_weights": None}
-        target = PretrainingTarget(self.plans_manager.dataset_name, self.plans_manager.plans_name,
-                                   self.configuration_name, self.fold, self.polycl_strategy)
-        weights = read_pretrained_weights(*locate_pretrained_weights(target))
-        check_pretraining_settings(weights, target)
-        load_pretrained_encoder(self.network, weights)
+        weights, checks = self.polycl_weights
+        warning = unchecked_warning(weights, checks)
+        if warning:
+            self.print_to_log_file(warning)
+        if checks["foreign_opt_in"]:
+            self.print_to_log_file(f"WARNING: {ALLOW_FOREIGN_VARIABLE}=1: fine-tuning from weights of other data: "
+                                   + "; ".join(checks["foreign_opt_in"]))
+        loading = load_pretrained_encoder(self.network, weights)
+        self.polycl_weights = None  # loaded: the tensors are not needed any more
         return {**record, "initialisation": "PolyCL pre-trained encoder, fresh decoder",
-                "pretrained_weights": weights.record()}
+                "pretrained_weights": {**weights.record(), "checks": checks, "loading": loading}}
 
+    # --- loss and data -------------------------------------------------------------------------------------------
     def _build_loss(self):
         return dice_only(super()._build_loss())
 
     def do_split(self):
         tr_keys, val_keys = super().do_split()
         k = self.polycl_num_labelled_cases
-        if k is None:
-            return tr_keys, val_keys
-        training_cases = [str(c) for c in tr_keys]
-        chosen = choose_labelled_cases(training_cases, k, self.fold)
-        path = join(self.output_folder, SUBSET_FILE)
-        if self.local_rank == 0:
-            atomic_write_json(subset_record(training_cases, chosen, k, self.fold), path)
-        self.print_to_log_file(f"PolyCL reduced labels: fine-tuning on {k} of the {len(training_cases)} training "
-                               f"cases of fold {self.fold}: {chosen} (recorded in {path})")
-        return chosen, val_keys
+        if k is not None:
+            training_cases = [str(c) for c in tr_keys]
+            seed = SUBSET_SEED if self.polycl_seed is None else self.polycl_seed
+            tr_keys = choose_labelled_cases(training_cases, k, self.fold, seed)
+            path = join(self.output_folder, SUBSET_FILE)
+            if self.local_rank == 0:
+                atomic_write_json(subset_record(training_cases, tr_keys, k, self.fold, seed), path)
+            self.print_to_log_file(f"PolyCL reduced labels: fine-tuning on {k} of the {len(training_cases)} training "
+                                   f"cases of fold {self.fold} (seed {seed}): {tr_keys} (recorded in {path})")
+        self.polycl_split = ([str(c) for c in tr_keys], [str(c) for c in val_keys])
+        return tr_keys, val_keys
 
+    def get_dataloaders(self):
+        if self.polycl_seed is None:
+            return super().get_dataloaders()
+        workers = get_allowed_n_proc_DA()
+        with temporary_environment({"nnUNet_n_proc_DA": "0"}):
+            train, val = super().get_dataloaders()
+        if workers == 0:
+            return train, val
+        pin = self.device.type == "cuda"
+        return (seeded_augmenter(train.data_loader, self.polycl_seed, 0, workers, 2, pin),
+                seeded_augmenter(val.data_loader, self.polycl_seed, 1, max(1, workers // 2), 2, pin))
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        if self.polycl_epoch_is_one_pass:
+            train, val = self.polycl_split
+            self.num_iterations_per_epoch = iterations_per_pass(self, train)
+            self.num_val_iterations_per_epoch = iterations_per_pass(self, val)
+            self.print_to_log_file(f"PolyCL schedule: one epoch = one pass over the {len(train)} labelled training "
+                                   f"cases' slices: {self.num_iterations_per_epoch} iterations of batch "
+                                   f"{self.batch_size}; validation {self.num_val_iterations_per_epoch} iterations")
+        if self.polycl_record is not None:
+            self.polycl_record["schedule"] = {
+                "epochs": self.num_epochs, "iterations_per_epoch": self.num_iterations_per_epoch,
+                "val_iterations_per_epoch": self.num_val_iterations_per_epoch, "batch_size": self.batch_size,
+                "initial_lr": self.initial_lr, "stage_lr": stage_lr(self.polycl_adaptation, self.initial_lr)}
+            self._write_record()
+
+    # --- optimiser, stages -----------------------------------------------------------------------------------------
+    def polycl_make_optimizer(self, params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
+        """The schedule's optimiser (nnU-Net's: SGD, momentum 0.99, Nesterov, its weight decay)."""
+        return torch.optim.SGD(params, lr, weight_decay=self.weight_decay, momentum=0.99, nesterov=True)
+
+    def polycl_decay_scheduler(self, optimizer: torch.optim.Optimizer, lr: float, start_epoch: int):
+        """The schedule's decay from ``lr`` at ``start_epoch`` to the end (nnU-Net's: poly)."""
+        if start_epoch == 0:
+            return PolyLRScheduler(optimizer, lr, self.num_epochs)
+        return PolyLRScheduler_offset(optimizer, lr, self.num_epochs, start_epoch)
+
+    def _stage_parameters(self, stage: Stage) -> list[torch.nn.Parameter]:
+        net = unwrap(self.network)
+        if stage.trains_encoder:
+            return list(net.parameters())
+        frozen = {id(p) for p in encoder_of(net).parameters()}
+        return [p for p in net.parameters() if id(p) not in frozen]
+
+    def _stage_optimizer(self, stage: Stage, previous: torch.optim.Optimizer | None = None):
+        lr = stage_lr(self.polycl_adaptation, self.initial_lr)
+        optimizer = previous if previous is not None and not stage.new_optimizer else \
+            self.polycl_make_optimizer(self._stage_parameters(stage), lr)
+        if stage.warmup_epochs:
+            scheduler = Lin_incr_offset_LRScheduler(optimizer, lr, stage.warmup_epochs, stage.first_epoch)
+        else:
+            scheduler = self.polycl_decay_scheduler(optimizer, lr, stage.first_epoch)
+        return optimizer, scheduler
+
+    def _enter_stage(self, stage: Stage, previous: torch.optim.Optimizer | None = None) -> None:
+        self.optimizer, self.lr_scheduler = self._stage_optimizer(stage, previous)
+        self.polycl_stage = stage
+        if len(self.polycl_plan) > 1 or not stage.trains_encoder:
+            self.print_to_log_file(f"PolyCL {self.polycl_adaptation}: stage {stage.name} from epoch "
+                                   f"{stage.first_epoch}, encoder {'trained' if stage.trains_encoder else 'frozen'}")
+
+    def configure_optimizers(self):
+        stage = self.polycl_plan[0]
+        optimizer, scheduler = self._stage_optimizer(stage)
+        self.polycl_stage = stage
+        return optimizer, scheduler
+
+    def on_train_epoch_start(self) -> None:
+        stage = stage_at(self.polycl_plan, self.current_epoch)
+        if stage != self.polycl_stage:
+            self._enter_stage(stage, self.optimizer)
+        super().on_train_epoch_start()
+
+    # --- checkpoints -----------------------------------------------------------------------------------------------
     def save_checkpoint(self, filename: str) -> None:
         """nnU-Net's checkpoint plus the key ``polycl_finetuning`` (which weights the run started from)."""
         super().save_checkpoint(filename)
@@ -142,14 +303,28 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
         atomic_torch_save(checkpoint, filename)
 
     def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
-        """nnU-Net's; a resumed run keeps the record of the weights it started from (kept in its checkpoint)."""
-        super().load_checkpoint(filename_or_checkpoint)
+        """nnU-Net's, after rebuilding the optimiser of the stage the checkpoint was written in; the run keeps the
+        record of the weights it started from (kept in its checkpoint), without needing the pre-training file."""
         checkpoint = filename_or_checkpoint if isinstance(filename_or_checkpoint, dict) else \
             torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False)
+        self._polycl_resuming = True
+        if not self.was_initialized:
+            self.initialize()
+        saved = stage_at(self.polycl_plan, checkpoint["current_epoch"] - 1)
+        if saved != self.polycl_stage:
+            self.optimizer, self.lr_scheduler = self._stage_optimizer(saved)
+            self.polycl_stage = saved
+        super().load_checkpoint(filename_or_checkpoint)  # nnU-Net 2.8.1 reads only a file name here
         origin = checkpoint.get(CHECKPOINT_KEY)
-        if origin is None or origin == self.polycl_record:
-            return
-        self.print_to_log_file("The checkpoint's run started from other weights than those found now (which its "
-                               "weights replaced); its record is kept: " + describe_record(origin))
-        self.polycl_record = origin
-        self._write_record()
+        if origin is not None and origin != self.polycl_record:
+            self.polycl_record = origin
+            self.print_to_log_file("Continuing a run whose weights come from its checkpoint: "
+                                   + describe_record(origin))
+            self._write_record()
+
+
+def iterations_per_pass(trainer: nnUNetTrainer, cases: list[str]) -> int:
+    """ceil(slices of ``cases`` / the global batch size): one pass over their 2D slices."""
+    dataset = trainer.dataset_class(trainer.preprocessed_dataset_folder, cases)
+    slices = sum(int(dataset.load_case(c)[0].shape[1]) for c in cases)
+    return max(1, math.ceil(slices / trainer.configuration_manager.batch_size))

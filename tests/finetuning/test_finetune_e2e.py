@@ -64,6 +64,13 @@ def test_pretrain_finetune_predict(demo_env, demo_in_process, make_trainer, tmp_
     pretrained = torch.load(weights_file, weights_only=False)["network_weights"]
     assert same_tensors(encoder_tensors(network_state(trainer)), encoder_tensors(pretrained))
 
+    # the checkpoint carries weights and record: --val works after the pre-training folder is gone
+    shutil.rmtree(weights_file.parents[1])
+    summary = fold_folder / "validation" / "summary.json"
+    summary.unlink()
+    run_cli(["nnUNetv2_train", d, "2d", "0", "-tr", TRAINER, "-device", "cpu", "--val"], demo_env)
+    assert summary.is_file() and json.loads((fold_folder / RECORD_FILE).read_text()) == record
+
 
 @pytest.mark.e2e
 def test_nnunetv2_train_without_pretraining_stops_with_the_command_to_run(demo_env):

@@ -27,7 +27,8 @@ def test_k_variant_trains_on_exactly_the_recorded_k_cases(write_pretraining, mak
     assert f"fine-tuning on 2 of the {len(full_train)} training cases" in Path(trainer.log_file).read_text()
 
 
-def test_choice_is_reproducible_and_k_gets_its_own_results_folder(make_trainer):
+def test_choice_is_reproducible_and_k_gets_its_own_results_folder(write_pretraining, make_trainer):
+    write_pretraining()
     first = make_trainer("nnUNetTrainerPolyCL_smoke_k3")
     again = make_trainer("nnUNetTrainerPolyCL_smoke_k3")
     other = make_trainer("nnUNetTrainerPolyCL_smoke_k4")
@@ -35,3 +36,16 @@ def test_choice_is_reproducible_and_k_gets_its_own_results_folder(make_trainer):
     assert set(first.do_split()[0]) < set(other.do_split()[0])
     assert first.output_folder == again.output_folder != other.output_folder
     assert Path(first.output_folder).parent.name == "nnUNetTrainerPolyCL_smoke_k3__nnUNetPlans__2d"
+
+
+def test_each_seed_draws_its_own_subsets_nested_across_k(make_trainer):
+    chosen = {(seed, k): set(make_trainer(f"nnUNetTrainerPolyCL_Baseline_smoke_k{k}_seed{seed}").do_split()[0])
+              for seed in range(4) for k in (1, 2, 4)}
+    for seed in range(4):
+        assert chosen[(seed, 1)] < chosen[(seed, 2)] < chosen[(seed, 4)]
+    assert len({frozenset(chosen[(seed, 2)]) for seed in range(4)}) > 1  # the seeds sample which scans are labelled
+    assert len({frozenset(chosen[(seed, 4)]) for seed in range(4)}) > 1
+    again = make_trainer("nnUNetTrainerPolyCL_Baseline_smoke_k2_seed3")
+    assert set(again.do_split()[0]) == chosen[(3, 2)]
+    record = json.loads((Path(again.output_folder) / SUBSET_FILE).read_text())
+    assert record["seed"] == 3 and set(record["cases"]) == chosen[(3, 2)]

@@ -39,3 +39,30 @@ def test_resumed_run_continues_from_the_checkpoint_not_from_the_pretrained_encod
     assert final["current_epoch"] == 2
     assert final[CHECKPOINT_KEY]["pretrained_weights"]["sha256"] == first.polycl_record["pretrained_weights"]["sha256"]
     assert len(final["logging"]["train_losses"]) == 2  # one curve across both runs
+
+
+def test_resume_rebuilds_the_optimiser_of_the_stage_the_checkpoint_was_written_in(make_trainer):
+    from nnunetv2.run.run_training import maybe_load_checkpoint
+
+    from nnunet_polycl.network import encoder_of
+
+    name = "nnUNetTrainerPolyCL_Baseline_smoke_decoderfirst"  # epoch 0: decoder only; epoch 1: whole network
+    first = make_trainer(name)
+    first.num_iterations_per_epoch = first.num_val_iterations_per_epoch = 1
+    first.on_train_start()
+    first.on_train_epoch_start()
+    first.train_step(next(first.dataloader_train))
+    first.current_epoch = 0
+    first.save_checkpoint(str(Path(first.output_folder) / "checkpoint_latest.pth"))  # after epoch 0, in stage 0
+    saved = torch.load(Path(first.output_folder) / "checkpoint_latest.pth", weights_only=False)
+    encoder = {id(p) for p in encoder_of(first.network).parameters()}
+    assert len(saved["optimizer_state"]["param_groups"][0]["params"]) == \
+        sum(1 for p in first.network.parameters() if id(p) not in encoder)
+
+    resumed = make_trainer(name, continue_training=True)
+    maybe_load_checkpoint(resumed, continue_training=True, validation_only=False)  # decoder-only state loads
+    assert resumed.current_epoch == 1 and resumed.polycl_stage.name == "warmup_decoder"
+    resumed.on_train_epoch_start()  # epoch 1 switches to the whole network
+    assert resumed.polycl_stage.name == "warmup_all"
+    assert {id(p) for p in encoder_of(resumed.network).parameters()} <= \
+        {id(p) for g in resumed.optimizer.param_groups for p in g["params"]}

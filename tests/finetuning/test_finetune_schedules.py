@@ -1,0 +1,183 @@
+"""Fine-tuning schedules and adaptations: learning-rate curves, frozen encoders, seeded runs, the paper protocol.
+
+Trainers are built as ``nnUNetv2_train`` builds them and driven through nnU-Net's own epoch hooks and ``train_step``.
+The ``_Baseline`` variants run the same stage machinery as the pre-trained ones without needing a weights file.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from nnunet_polycl.finetuning.adaptation import PRETRAINED_LR_FACTOR, stage_plan, warmup_length
+from nnunet_polycl.network import encoder_of, unwrap
+from tests.finetuning.finetune_helpers import decoder_tensors, encoder_tensors, network_state, same_tensors
+
+
+def lr_curve(trainer, epochs) -> list[float]:
+    """The learning rate nnU-Net's epoch hook sets at the start of each of ``epochs``."""
+    rates = []
+    for epoch in epochs:
+        trainer.current_epoch = epoch
+        trainer.on_train_epoch_start()
+        rates.append(trainer.optimizer.param_groups[0]["lr"])
+    return rates
+
+
+def optimised(trainer) -> set[int]:
+    return {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+
+
+def encoder_ids(trainer) -> set[int]:
+    return {id(p) for p in encoder_of(trainer.network).parameters()}
+
+
+def test_warmup_rises_linearly_to_a_tenth_then_decays_by_poly(make_trainer):
+    trainer = make_trainer("nnUNetTrainerPolyCL_Baseline_paper_warmup")  # 100 epochs, Adam 1e-3, restarts
+    trainer.initialize()
+    w, peak = warmup_length(100), 1e-3 * PRETRAINED_LR_FACTOR
+    assert (w, peak) == (5, pytest.approx(1e-4))
+    rates = lr_curve(trainer, range(100))
+    assert rates[:w] == pytest.approx([peak * (e + 1) / w for e in range(w)])  # the first epochs
+    assert rates[w] == pytest.approx(peak)  # the transition: the cosine cycle starts at the peak
+    assert rates[w + 9] < rates[w + 5] < rates[w] and rates[w + 10] == pytest.approx(peak)  # a warm restart
+    assert optimised(trainer) == {id(p) for p in trainer.network.parameters()}
+
+
+def test_default_schedule_warmup_then_nnunets_poly_to_zero(make_trainer):
+    trainer = make_trainer("nnUNetTrainerPolyCL_Baseline_warmup")  # nnU-Net's 1000 epochs, SGD 1e-2
+    trainer.initialize()
+    peak = 1e-3
+    rates = lr_curve(trainer, [0, 49, 50, 51, 999])
+    assert rates[:2] == pytest.approx([peak / 50, peak])
+    assert rates[2] == pytest.approx(peak)
+    assert rates[3] == pytest.approx(peak * (1 - 1 / 950) ** 0.9)
+    assert rates[4] == pytest.approx(peak * (1 - 949 / 950) ** 0.9) and rates[4] < 1e-5  # the end
+
+
+def test_direct_is_nnuNets_own_schedule(make_trainer):
+    polycl, stock = make_trainer("nnUNetTrainerPolyCL_Baseline_direct"), make_trainer("nnUNetTrainer")
+    polycl.initialize()
+    stock.initialize()
+    epochs = [0, 1, 500, 999]
+    assert lr_curve(polycl, epochs) == pytest.approx(lr_curve(stock, epochs))
+    assert type(polycl.optimizer) is type(stock.optimizer)
+
+
+def test_decoder_first_stages(make_trainer):
+    trainer = make_trainer("nnUNetTrainerPolyCL_Baseline_paper_decoderfirst")
+    trainer.initialize()
+    w, peak = 5, 1e-4
+    rates = lr_curve(trainer, range(w))
+    assert rates == pytest.approx([peak * (e + 1) / w for e in range(w)])
+    assert not optimised(trainer) & encoder_ids(trainer)  # encoder frozen while the decoder warms up
+    assert lr_curve(trainer, [w, 2 * w - 1, 2 * w]) == pytest.approx([peak / w, peak, peak])
+    assert encoder_ids(trainer) <= optimised(trainer)
+    assert [s.name for s in stage_plan("decoderfirst", 100)] == ["warmup_decoder", "warmup_all", "train"]
+
+
+def test_frozen_encoder_for_the_whole_run_at_the_schedules_rate(make_trainer):
+    trainer = make_trainer("nnUNetTrainerPolyCL_Baseline_paper_frozen")
+    trainer.initialize()
+    assert lr_curve(trainer, [0, 99])[0] == pytest.approx(1e-3)
+    assert not optimised(trainer) & encoder_ids(trainer)
+
+
+def train_steps(trainer, n: int) -> None:
+    for _ in range(n):
+        trainer.train_step(next(trainer.dataloader_train))
+
+
+def test_frozen_encoder_is_bit_identical_until_the_switch_then_trains(make_trainer):
+    trainer = make_trainer("nnUNetTrainerPolyCL_Baseline_smoke_decoderfirst")  # 2 epochs: decoder, then all
+    trainer.on_train_start()
+    lr_curve(trainer, [0])
+    before = network_state(trainer)
+    train_steps(trainer, 2)
+    frozen = network_state(trainer)
+    assert same_tensors(encoder_tensors(frozen), encoder_tensors(before))
+    assert not same_tensors(decoder_tensors(frozen), decoder_tensors(before))
+    lr_curve(trainer, [1])
+    train_steps(trainer, 1)
+    assert not same_tensors(encoder_tensors(network_state(trainer)), encoder_tensors(frozen))
+
+
+@pytest.fixture
+def gloo_world_of_one(tmp_path):
+    """Starts a one-process gloo group on request (after the trainer exists: nnU-Net's trainer would otherwise
+    take the group for a multi-GPU run and ask for CUDA)."""
+    import torch.distributed as dist
+
+    yield lambda: dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def test_freeze_acts_on_the_unwrapped_module_under_ddp(make_trainer, gloo_world_of_one):
+    trainer = make_trainer("nnUNetTrainerPolyCL_Baseline_smoke_decoderfirst")
+    trainer.on_train_start()
+    gloo_world_of_one()
+    trainer.network = torch.nn.parallel.DistributedDataParallel(trainer.network)  # as nnU-Net wraps it
+    trainer.is_ddp = True
+    trainer.loss = trainer._build_loss()  # nnU-Net's DDP loss: every deep-supervision output used
+    lr_curve(trainer, [0])
+    before = network_state(trainer)
+    train_steps(trainer, 2)
+    assert same_tensors(encoder_tensors(network_state(trainer)), encoder_tensors(before))
+    lr_curve(trainer, [1])  # the switch builds the new optimiser through the DDP wrapper
+    assert encoder_ids(trainer) <= optimised(trainer)
+    train_steps(trainer, 1)
+    assert not same_tensors(encoder_tensors(network_state(trainer)), encoder_tensors(before))
+
+
+def test_freeze_acts_on_the_unwrapped_module_under_torch_compile(make_trainer):
+    trainer = make_trainer("nnUNetTrainerPolyCL_Baseline_smoke_frozen")
+    trainer.on_train_start()
+    trainer.network = torch.compile(unwrap(trainer.network), backend="eager")
+    trainer.optimizer, trainer.lr_scheduler = trainer.configure_optimizers()  # nnU-Net: compile, then optimiser
+    lr_curve(trainer, [0])
+    before = network_state(trainer)
+    train_steps(trainer, 2)
+    after = network_state(trainer)
+    assert same_tensors(encoder_tensors(after), encoder_tensors(before))
+    assert not same_tensors(decoder_tensors(after), decoder_tensors(before))
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_same_seed_same_weights_other_seed_other_weights(make_trainer, monkeypatch, workers):
+    monkeypatch.setenv("nnUNet_n_proc_DA", workers)
+
+    def two_iterations(name: str) -> dict:
+        trainer = make_trainer(name)
+        trainer.on_train_start()
+        lr_curve(trainer, [0])
+        train_steps(trainer, 2)
+        for augmenter in (trainer.dataloader_train, trainer.dataloader_val):
+            if hasattr(augmenter, "_finish"):  # stop the augmentation workers
+                augmenter._finish()
+        return network_state(trainer)
+
+    first = two_iterations("nnUNetTrainerPolyCL_Baseline_smoke_seed5")
+    again = two_iterations("nnUNetTrainerPolyCL_Baseline_smoke_seed5")
+    other = two_iterations("nnUNetTrainerPolyCL_Baseline_smoke_seed6")
+    assert same_tensors(first, again)
+    assert not same_tensors(encoder_tensors(first), encoder_tensors(other))
+
+
+def test_paper_protocol_counts_its_iterations_from_the_labelled_slices(make_trainer, preprocessed_demo):
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+    trainer = make_trainer("nnUNetTrainerPolyCL_Baseline_paper_k2_seed1")
+    trainer.on_train_start()
+    train, val = trainer.polycl_split
+    folder = str(preprocessed_demo / "nnUNetPlans_2d")
+    dataset = infer_dataset_class(folder)(folder, train + val)
+    slices = {c: dataset.load_case(c)[0].shape[1] for c in train + val}
+    assert trainer.batch_size == 10 and len(train) == 2
+    assert trainer.num_iterations_per_epoch == math.ceil(sum(slices[c] for c in train) / 10)
+    assert trainer.num_val_iterations_per_epoch == math.ceil(sum(slices[c] for c in val) / 10)
+    assert "one pass over the 2 labelled training cases' slices" in Path(trainer.log_file).read_text()
+    assert os.path.basename(trainer.output_folder) == "fold_0"
