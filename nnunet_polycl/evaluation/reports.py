@@ -152,7 +152,7 @@ def table_markdown(table: dict) -> str:
 
 def table_csv(table: dict) -> str:
     """CSV rendering of :func:`method_table`: one line per (method, k, label); empty cells for undefined values."""
-    columns = ["method", "k", "label", "n_runs", *COUNTS]
+    columns = ["method", "baseline", "k", "label", "n_runs", *COUNTS]
     for metric in REPORT_METRICS:
         columns += [f"{metric}_{s}" for s in ("mean", "std", "n_runs", "n_pairs", "diff", "diff_low", "diff_high",
                                               "p_wilcoxon", "p_ttest")]
@@ -160,7 +160,8 @@ def table_csv(table: dict) -> str:
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for e in table["rows"]:
-        line = {key: e[key] for key in ("method", "k", "label", "n_runs")} | e["counts"]
+        line = {key: e[key] for key in ("method", "k", "label", "n_runs")} | {"baseline": table["baseline"]} | \
+            e["counts"]
         for metric in REPORT_METRICS:
             m, test = e["metrics"][metric], e["metrics"][metric]["vs_baseline"] or {}
             line.update({f"{metric}_mean": m["mean"], f"{metric}_std": m["std"], f"{metric}_n_runs": m["n_runs"],

@@ -4,9 +4,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from nnunet_polycl.evaluation.reports import PAIRINGS
+from nnunet_polycl.evaluation.statistics import INTERVALS
 from nnunet_polycl.experiment.cases import read_case_list
-from nnunet_polycl.experiment.presets import METHODS, PRESETS, SCHEDULES
+from nnunet_polycl.experiment.presets import METHODS, PRESETS, PRETRAINING_SEEDS, SCHEDULES
 from nnunet_polycl.experiment.runner import ExperimentRequest, ExperimentResult, run_experiment
+from nnunet_polycl.finetuning.adaptation import ADAPTATIONS
 from nnunet_polycl.paths import PolyCLUserError
 
 
@@ -14,10 +17,11 @@ def _preset_help() -> str:
     lines = []
     for p in PRESETS.values():
         s = p.settings
-        lines.append(f"{p.name}: methods {' '.join(p.methods)}; seeds {' '.join(map(str, p.seeds))}; k "
-                     f"{' '.join(map(str, p.ks))}; pre-training {s.pretrain_epochs} epochs, batch "
-                     f"{s.pretrain_batch_size}, slice fraction {s.slice_fraction}; "
-                     f"fine-tuning schedule {s.schedule}; device {p.device}")
+        lines.append(f"{p.name} ({p.description}): methods {' '.join(p.methods)}; seeds "
+                     f"{' '.join(map(str, p.seeds))}; k {' '.join(map(str, p.ks))}; pre-training {s.pretrain_epochs} "
+                     f"epochs, batch {s.pretrain_batch_size}, lr {s.pretrain_lr:g}, slice fraction {s.slice_fraction}, "
+                     f"{s.pretraining_seeds} pre-training seeds; fine-tuning schedule {s.schedule}; device "
+                     f"{p.device}; {p.jobs} parallel job(s)")
     return ". ".join(lines)
 
 
@@ -35,8 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="demo", choices=list(PRESETS), help="protocol preset (default demo)")
     p.add_argument("--methods", nargs="+", default=None, metavar="M",
                    help=f"methods among {' '.join(METHODS)} (default: the preset's)")
+    p.add_argument("--adaptations", nargs="+", default=None, metavar="A",
+                   help=f"how the encoder is fine-tuned, among default {' '.join(ADAPTATIONS)} (trainer suffixes; "
+                        f"default: the preset's, 'default' = the trainer's default)")
     p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="S",
-                   help="seeds, one run per seed (default: the preset's)")
+                   help="seeds, one run per seed; a seed fixes the labelled subset, the pre-training and the "
+                        "fine-tuning randomness (default: the preset's)")
     p.add_argument("--k", nargs="+", default=None, metavar="K", dest="ks",
                    help="label budgets: 'all' and/or numbers of labelled training scans (default: the preset's)")
     p.add_argument("--test-cases", nargs="+", default=None, metavar="CASE",
@@ -48,10 +56,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="device of every step (default: the preset's: demo cpu, paper cuda)")
     p.add_argument("--pretrain-epochs", type=int, default=None, help="override the preset's pre-training epochs")
     p.add_argument("--batch-size", type=int, default=None, help="override the preset's pre-training batch size")
+    p.add_argument("--pretrain-lr", type=float, default=None,
+                   help="override the preset's pre-training learning rate (demo and study 1e-3, paper 1e-4)")
     p.add_argument("--slice-fraction", type=float, default=None,
                    help="override the preset's pre-training slice fraction (middle part of each scan)")
     p.add_argument("--schedule", default=None, choices=list(SCHEDULES),
                    help="override the preset's fine-tuning schedule (trainer suffix; 'default' = nnU-Net's)")
+    p.add_argument("--pretraining-seeds", default=None, choices=PRETRAINING_SEEDS,
+                   help="per-seed: every seed pre-trains its own encoder; shared: one pre-training (first seed) "
+                        "serves all seeds, and the reports say that its randomness is not sampled (default: the "
+                        "preset's)")
+    p.add_argument("--pair-by", default=None, choices=list(PAIRINGS),
+                   help="run (default): compare methods over runs paired by seed; case: per-case pairing, an "
+                        "explicit option labelled as such (cases of one run are not independent)")
+    p.add_argument("--interval", default=None, choices=list(INTERVALS),
+                   help="95%% confidence interval of the paired differences and of Fig. 4's means: t (default) or "
+                        "bootstrap over seeds")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="runs at a time (each step is a subprocess; default: the preset's)")
     p.add_argument("--num-workers", type=int, default=None,
                    help="data-loading workers of pre-training and prediction processes (default: the preset's)")
     p.add_argument("--force-mix", action="store_true",
@@ -65,9 +87,10 @@ def _summary(result: ExperimentResult) -> str:
              f"Ran {len(result.ran)} run(s) in {result.seconds:.0f} s; {len(result.skipped)} run(s) were already "
              f"finished and skipped."]
     lines += [f"  {name}: {path}" for name, path in result.reports.items()]
-    if "table1_md" in result.reports:
-        with open(result.reports["table1_md"]) as f:
-            lines += ["", f.read()]
+    for report in ("table1_md", "verdict_md"):
+        if report in result.reports:
+            with open(result.reports[report]) as f:
+                lines += ["", f.read()]
     return "\n".join(lines)
 
 
@@ -78,12 +101,14 @@ def experiment_entry(argv: list[str] | None = None) -> None:
         request = ExperimentRequest(
             dataset=args.dataset, fold=args.fold, preset=args.preset,
             methods=tuple(args.methods) if args.methods else None,
+            adaptations=tuple(args.adaptations) if args.adaptations else None,
             seeds=tuple(args.seeds) if args.seeds is not None else None,
             ks=tuple(args.ks) if args.ks else None,
             test_cases=read_case_list(args.test_cases) if args.test_cases else None,
             output_folder=args.output_folder, device=args.device, plans_identifier=args.plans,
-            pretrain_epochs=args.pretrain_epochs, pretrain_batch_size=args.batch_size,
-            slice_fraction=args.slice_fraction, schedule=args.schedule, num_workers=args.num_workers,
+            pretrain_epochs=args.pretrain_epochs, pretrain_batch_size=args.batch_size, pretrain_lr=args.pretrain_lr,
+            slice_fraction=args.slice_fraction, schedule=args.schedule, pretraining_seeds=args.pretraining_seeds,
+            pair_by=args.pair_by, interval=args.interval, num_workers=args.num_workers, jobs=args.jobs,
             force_mix=args.force_mix, progress=not args.no_progress)
         result = run_experiment(request)
     except PolyCLUserError as e:

@@ -1,14 +1,15 @@
-"""Where an experiment keeps its files, and the grid of runs (method x seed x label budget k).
+"""Where an experiment keeps its files, and the grid of runs (method x adaptation x seed x label budget k).
 
 Layout of an experiment folder::
 
     experiment.json                         configuration (refuses to mix configurations) and history
     cases/imagesTs/, cases/labelsTs/        links to the evaluated cases' raw images and reference labels
-    pretraining/<method>__seed<s>/          polycl_pretrain output (shared by every k), with <name>.log and
+    pretraining/<method>__seed<s>/          polycl_pretrain output (shared by every k and adaptation), with <name>.log and
                                             <name>.finished.json beside it
-    runs/<method>__seed<s>__k<k>/           one run: its own nnUNet_results/, predictions/, evaluation/,
+    runs/<method>__<adaptation>__seed<s>__k<k>/
+                                            one run: its own nnUNet_results/, predictions/, evaluation/,
                                             finetune.log, predict.log and finished.json (written last)
-    reports/                                Table 1 (markdown, CSV), Fig. 4 (PNG), every number (JSON)
+    reports/                                Table 1 (markdown, CSV), Fig. 4 (PNG), verdicts, every number (JSON)
 """
 from __future__ import annotations
 
@@ -25,31 +26,45 @@ FINISHED_FILE = "finished.json"
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run of the protocol: pre-train (shared across k) -> fine-tune on k scans -> predict -> evaluate."""
+    """One run of the protocol: pre-train (shared across k) -> fine-tune on k scans -> predict -> evaluate.
+
+    ``seed`` fixes the labelled subset and the fine-tuning randomness; ``pretrain_seed`` the pre-training's (the
+    run's seed, or the first seed when the experiment shares one pre-training between seeds).
+    """
 
     method: str
+    adaptation: str
     seed: int
     k: K
+    pretrain_seed: int
+
+    @property
+    def arm(self) -> str:
+        """The compared arm: the method, and its adaptation unless it is the trainer's default."""
+        return self.method if self.adaptation == "default" else f"{self.method}/{self.adaptation}"
 
     @property
     def name(self) -> str:
-        return f"{self.method}__seed{self.seed}__k{self.k}"
+        return f"{self.method}__{self.adaptation}__seed{self.seed}__k{self.k}"
 
     @property
     def pretraining_name(self) -> str | None:
-        """Name of the shared pre-training this run fine-tunes from (None for the baseline)."""
-        return None if pretraining_strategy(self.method) is None else f"{self.method}__seed{self.seed}"
+        """Name of the pre-training this run fine-tunes from (None for the baseline)."""
+        return None if pretraining_strategy(self.method) is None else f"{self.method}__seed{self.pretrain_seed}"
 
     def trainer(self, schedule: str) -> str:
-        return trainer_name(self.method, schedule, self.k)
+        return trainer_name(self.method, schedule, self.adaptation, self.k, self.seed)
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "seed": self.seed, "k": self.k}
+        return {"method": self.method, "adaptation": self.adaptation, "arm": self.arm, "seed": self.seed,
+                "k": self.k, "pretrain_seed": self.pretrain_seed}
 
 
-def run_grid(methods: tuple[str, ...], seeds: tuple[int, ...], ks: tuple[K, ...]) -> list[RunSpec]:
+def run_grid(methods: tuple[str, ...], adaptations: tuple[str, ...], seeds: tuple[int, ...], ks: tuple[K, ...],
+             shared_pretraining: bool = False) -> list[RunSpec]:
     """Every run, seed-major so that each seed's pre-trainings are made once and then used for all k."""
-    return [RunSpec(m, s, k) for s in seeds for m in methods for k in ks]
+    return [RunSpec(m, a, s, k, seeds[0] if shared_pretraining else s)
+            for s in seeds for m in methods for a in adaptations for k in ks]
 
 
 def default_experiment_folder(dataset_name: str, preset: str, fold: int | str) -> str:

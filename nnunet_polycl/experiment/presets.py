@@ -1,13 +1,19 @@
-"""The protocol's settings: methods, the two presets (``demo`` and ``paper``) and the names they map to.
+"""The protocol's settings: methods, adaptations, the presets and the trainer names they map to.
 
-A method is fine-tuned with the trainer ``nnUNetTrainerPolyCL<method><schedule><k>`` (for example
-``nnUNetTrainerPolyCL_O_paper_k3``) and, except for the baseline, pre-trained by ``polycl_pretrain -s <strategy>``.
+A run (method, adaptation, seed, k) is fine-tuned with the trainer
+``nnUNetTrainerPolyCL<method><schedule><adaptation><_k><_seed>`` (for example
+``nnUNetTrainerPolyCL_O_paper_warmup_k3_seed2``) and, except for the baseline, pre-trained by
+``polycl_pretrain -s <strategy> --seed <seed>``. The seed therefore fixes everything the method does not choose: the
+labelled subset, the pre-training and the fine-tuning randomness.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 from typing import Union
 
+from nnunet_polycl.evaluation.reports import PAIRINGS
+from nnunet_polycl.evaluation.statistics import INTERVALS
+from nnunet_polycl.finetuning.adaptation import ADAPTATIONS
 from nnunet_polycl.paths import PolyCLUserError
 
 K = Union[int, str]  # a label budget: a number of labelled training scans, or "all"
@@ -17,16 +23,26 @@ METHODS = ("baseline", "simclr", "S", "O", "M")
 _METHOD_PARTS = {"baseline": ("_Baseline", None), "simclr": ("_SimCLR", "simclr"), "S": ("_S", "S"),
                  "O": ("_O", "O"), "M": ("_M", "M")}
 SCHEDULES = ("default", "paper", "demo", "smoke")
+PRETRAINING_SEEDS = ("per-seed", "shared")
 
 
 @dataclass(frozen=True)
 class ProtocolSettings:
-    """Settings that define an experiment's numbers; an experiment folder holds runs of one set of them."""
+    """Settings that define an experiment's numbers; an experiment folder holds runs of one set of them.
+
+    ``pretraining_seeds``: ``per-seed`` (each seed pre-trains its own encoder) or ``shared`` (one pre-training with
+    seed 0 serves every seed: cheaper, but the pre-training randomness is then not sampled, and the report says so).
+    ``pair_by`` and ``interval``: the statistics of the reports (see ``nnunet_polycl.evaluation.reports``).
+    """
 
     pretrain_epochs: int
     pretrain_batch_size: int
+    pretrain_lr: float
     slice_fraction: float  # middle part of each scan's slices used for pre-training
     schedule: str  # fine-tuning schedule of the trainers, one of SCHEDULES
+    pretraining_seeds: str = "per-seed"
+    pair_by: str = "run"
+    interval: str = "t"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -34,7 +50,7 @@ class ProtocolSettings:
 
 @dataclass(frozen=True)
 class Preset:
-    """A named protocol with its default grid (methods x seeds x k) and device."""
+    """A named protocol with its default grid (methods x adaptations x seeds x k), device and parallel jobs."""
 
     name: str
     settings: ProtocolSettings
@@ -43,21 +59,29 @@ class Preset:
     ks: tuple[K, ...]
     device: str
     num_workers: int
+    adaptations: tuple[str, ...] = ("default",)
+    jobs: int = 1
+    description: str = ""
 
 
 PRESETS = {
-    # CPU, the whole grid within about 15 minutes on the demo dataset with 2 cores: every method, one seed, all
-    # labelled scans and 2 of them; one short pre-training epoch (the middle 60% of each scan keeps slices without
-    # the organ, which PolyCL-O and -M need as negatives).
-    "demo": Preset("demo", ProtocolSettings(pretrain_epochs=1, pretrain_batch_size=16, slice_fraction=0.6,
-                                            schedule="demo"),
-                   methods=METHODS, seeds=(0,), ks=("all", 2), device="cpu", num_workers=0),
-    # The paper: every model trained 10 times, 100 pre-training epochs with batch 20 on the middle 30% of each scan's
-    # slices, 100 fine-tuning epochs, label budgets 1 to 9 labelled scans plus all of them (Fig. 4). For a GPU.
-    "paper": Preset("paper", ProtocolSettings(pretrain_epochs=100, pretrain_batch_size=20, slice_fraction=0.3,
-                                              schedule="paper"),
-                    methods=METHODS, seeds=tuple(range(10)), ks=("all", *range(1, 10)), device="cuda",
-                    num_workers=4),
+    "demo": Preset(
+        "demo", ProtocolSettings(pretrain_epochs=3, pretrain_batch_size=16, pretrain_lr=1e-3, slice_fraction=1.0,
+                                 schedule="demo",
+                                 pretraining_seeds="shared"),
+        methods=("baseline", "O"), seeds=tuple(range(5)), ks=(1,), device="cpu", num_workers=0, jobs=2,
+        description="CPU, the README demo: baseline against PolyCL-O at 1 labelled scan, 5 seeds sharing one "
+                    "pre-training"),
+    "study": Preset(
+        "study", ProtocolSettings(pretrain_epochs=5, pretrain_batch_size=20, pretrain_lr=1e-3, slice_fraction=1.0,
+                                  schedule="paper"),
+        methods=("baseline", "S", "O"), seeds=tuple(range(5)), ks=(1, 2, 4, "all"), device="cuda", num_workers=2,
+        jobs=8, description="one GPU, about 10 minutes on the demo dataset: the label-efficiency study"),
+    "paper": Preset(
+        "paper", ProtocolSettings(pretrain_epochs=100, pretrain_batch_size=20, pretrain_lr=1e-4, slice_fraction=0.3,
+                                  schedule="paper"),
+        methods=METHODS, seeds=tuple(range(10)), ks=("all", *range(1, 10)), device="cuda", num_workers=4, jobs=1,
+        description="the paper: 10 seeds, 100 + 100 epochs, k = 1..9 and all; for a GPU"),
 }
 
 
@@ -68,22 +92,22 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
-def override_settings(settings: ProtocolSettings, pretrain_epochs: int | None = None,
-                      pretrain_batch_size: int | None = None, slice_fraction: float | None = None,
-                      schedule: str | None = None) -> ProtocolSettings:
+def override_settings(settings: ProtocolSettings, **changes) -> ProtocolSettings:
     """``settings`` with the given (not None) values replaced, validated."""
-    changes = {key: value for key, value in dict(pretrain_epochs=pretrain_epochs,
-                                                  pretrain_batch_size=pretrain_batch_size,
-                                                  slice_fraction=slice_fraction, schedule=schedule).items()
-               if value is not None}
-    new = replace(settings, **changes)
+    new = replace(settings, **{key: value for key, value in changes.items() if value is not None})
+    if not new.pretrain_lr > 0:
+        raise PolyCLUserError(f"--pretrain-lr {new.pretrain_lr} is invalid: use a positive learning rate.")
     if new.pretrain_epochs < 1 or new.pretrain_batch_size < 2:
         raise PolyCLUserError(f"Pre-training needs at least 1 epoch and a batch size of at least 2 (got "
                               f"--pretrain-epochs {new.pretrain_epochs}, --batch-size {new.pretrain_batch_size}).")
     if not 0 < new.slice_fraction <= 1:
         raise PolyCLUserError(f"--slice-fraction {new.slice_fraction} is invalid: use a value in (0, 1].")
-    if new.schedule not in SCHEDULES:
-        raise PolyCLUserError(f"Unknown fine-tuning schedule {new.schedule!r}: choose one of {', '.join(SCHEDULES)}.")
+    for value, valid, flag in ((new.schedule, SCHEDULES, "--schedule"),
+                               (new.pretraining_seeds, PRETRAINING_SEEDS, "--pretraining-seeds"),
+                               (new.pair_by, tuple(PAIRINGS), "--pair-by"), (new.interval, tuple(INTERVALS),
+                                                                             "--interval")):
+        if value not in valid:
+            raise PolyCLUserError(f"Unknown {flag} {value!r}: choose one of {', '.join(valid)}.")
     return new
 
 
@@ -93,6 +117,15 @@ def check_methods(methods: tuple[str, ...]) -> tuple[str, ...]:
     if unknown:
         raise PolyCLUserError(f"Unknown method(s) {', '.join(unknown)}: choose from {' '.join(METHODS)}.")
     return tuple(dict.fromkeys(methods))
+
+
+def check_adaptations(adaptations: tuple[str, ...]) -> tuple[str, ...]:
+    """Validated adaptations (``default`` = the trainer's default, no suffix) without duplicates."""
+    valid = ("default", *ADAPTATIONS)
+    unknown = [a for a in adaptations if a not in valid]
+    if unknown:
+        raise PolyCLUserError(f"Unknown adaptation(s) {', '.join(unknown)}: choose from {' '.join(valid)}.")
+    return tuple(dict.fromkeys(adaptations))
 
 
 def parse_k(value: str | int) -> K:
@@ -113,8 +146,10 @@ def pretraining_strategy(method: str) -> str | None:
     return _METHOD_PARTS[method][1]
 
 
-def trainer_name(method: str, schedule: str, k: K) -> str:
-    """Fine-tuning trainer of one run, e.g. ``nnUNetTrainerPolyCL_O_demo_k3`` or ``nnUNetTrainerPolyCL_Baseline``."""
+def trainer_name(method: str, schedule: str, adaptation: str, k: K, seed: int | None) -> str:
+    """Fine-tuning trainer of one run, e.g. ``nnUNetTrainerPolyCL_O_demo_warmup_k3_seed1``."""
     schedule_part = "" if schedule == "default" else f"_{schedule}"
+    adaptation_part = "" if adaptation == "default" else f"_{adaptation}"
     k_part = "" if k == "all" else f"_k{k}"
-    return f"nnUNetTrainerPolyCL{_METHOD_PARTS[method][0]}{schedule_part}{k_part}"
+    seed_part = "" if seed is None else f"_seed{seed}"
+    return f"nnUNetTrainerPolyCL{_METHOD_PARTS[method][0]}{schedule_part}{adaptation_part}{k_part}{seed_part}"

@@ -1,23 +1,33 @@
 """The experiment's use of the evaluation package: evaluate one run, and write the reports over all finished runs.
 
 Reports (in ``<experiment>/reports/``, rewritten after every finished run):
-``table1.md`` / ``.csv`` / ``.json`` (Table 1: mean ± std over runs per method and k, paired p-values against the
-baseline; needs baseline runs), ``fig4.png`` / ``.json`` (Fig. 4: Dice and HD95 against k; needs a run with a numeric
-k) and ``results.json`` (every case's numbers and every run's record).
+
+- ``table1.md`` / ``.csv`` / ``.json``: Table 1, one comparison per adaptation (every arm against the baseline
+  fine-tuned with the same adaptation: the fair comparison); needs baseline runs;
+- ``schedules.md`` / ``.csv`` / ``.json`` (only with several adaptations): every arm against the baseline on
+  nnU-Net's own schedule (adaptation ``direct``, else the trainer's default);
+- ``verdict.md``: one sentence per arm and k saying what the Dice comparison supports;
+- ``fig4.png`` / ``.json``: Fig. 4, Dice and HD95 against k with 95% confidence intervals over runs (needs a run
+  with a numeric k);
+- ``results.json``: every case's numbers and every run's record.
+
+The statistics (pairing, interval) are the experiment's settings, recorded in ``experiment.json``.
 """
 from __future__ import annotations
 
 import json
 from os.path import isfile, join
 
-from nnunet_polycl.evaluation import evaluate_folders, plot_against_k, summary_rows, write_method_table
-from nnunet_polycl.evaluation.files import write_json_atomic
+from nnunet_polycl.evaluation import comparison_verdict, evaluate_folders, plot_against_k, summary_rows
+from nnunet_polycl.evaluation.files import write_json_atomic, write_text_atomic
+from nnunet_polycl.evaluation.reports import method_table, table_csv, table_markdown
 from nnunet_polycl.experiment.layout import FINISHED_FILE, ExperimentLayout, RunSpec
-from nnunet_polycl.experiment.presets import METHODS
+from nnunet_polycl.experiment.presets import METHODS, ProtocolSettings
 from nnunet_polycl.experiment.state import read_marker
 from nnunet_polycl.paths import PolyCLUserError
 
 BASELINE = "baseline"
+REFERENCE_ADAPTATIONS = ("direct", "default")  # nnU-Net's own schedule, for the schedules report
 
 
 def evaluate_run(reference_folder: str, prediction_folder: str, dataset_json: dict, output_folder: str) -> dict:
@@ -26,15 +36,20 @@ def evaluate_run(reference_folder: str, prediction_folder: str, dataset_json: di
                             num_processes=1, overwrite=True, progress=False)
 
 
+def _run_of(record: dict) -> RunSpec:
+    return RunSpec(record["method"], record.get("adaptation", "default"), record["seed"], record["k"],
+                   record.get("pretrain_seed", record["seed"]))
+
+
 def finished_runs(layout: ExperimentLayout) -> list[tuple[dict, list[dict]]]:
     """``(record, rows)`` of every finished run of the folder, in the protocol's method order: its ``finished.json``
-    and one row per case and label (k is None for all labelled cases, as the evaluation reports expect)."""
+    and one row per case and label (``method`` is the run's arm; k is None for all labelled cases)."""
     results = []
     for name in layout.finished_runs():
         record = read_marker(join(layout.root, "runs", name, FINISHED_FILE))
         if record is None:
             continue
-        run = RunSpec(record["method"], record["seed"], record["k"])
+        run = _run_of(record)
         summary_file = join(layout.evaluation(run), "summary.json")
         if not isfile(summary_file):
             raise PolyCLUserError(f"Run {name} is marked finished but {summary_file} is missing. Delete "
@@ -42,25 +57,86 @@ def finished_runs(layout: ExperimentLayout) -> list[tuple[dict, list[dict]]]:
         with open(summary_file) as f:
             summary = json.load(f)
         k = None if run.k == "all" else run.k
-        results.append((record, summary_rows(summary, method=run.method, seed=run.seed, k=k)))
-    return sorted(results, key=lambda r: (METHODS.index(r[0]["method"]), r[0]["seed"]))
+        rows = summary_rows(summary, method=run.arm, adaptation=run.adaptation, seed=run.seed, k=k)
+        results.append((record, rows))
+    return sorted(results, key=lambda r: (METHODS.index(r[0]["method"]), r[0].get("adaptation", ""), r[0]["seed"]))
+
+
+def _baseline_arm(adaptation: str) -> str:
+    return RunSpec(BASELINE, adaptation, 0, "all", 0).arm
+
+
+def comparisons(rows: list[dict]) -> list[tuple[str, list[dict]]]:
+    """``(baseline arm, rows)`` per adaptation that has baseline runs: the arms of that adaptation and its baseline."""
+    adaptations = list(dict.fromkeys(r["adaptation"] for r in rows))
+    groups = []
+    for adaptation in adaptations:
+        baseline = _baseline_arm(adaptation)
+        group = [r for r in rows if r["adaptation"] == adaptation]
+        if any(r["method"] == baseline for r in group):
+            groups.append((baseline, group))
+    return groups
+
+
+def _settings(layout: ExperimentLayout) -> ProtocolSettings:
+    with open(layout.experiment_file) as f:
+        identity = json.load(f)["identity"]
+    fields = ProtocolSettings.__dataclass_fields__
+    return ProtocolSettings(**{k: identity[k] for k in fields if k in identity})
+
+
+def _write_tables(tables: list[dict], folder: str, name: str) -> dict[str, str]:
+    """One markdown / CSV / JSON file set holding several comparisons (a heading per comparison when several)."""
+    several = len(tables) > 1
+    md = "\n".join((f"### Compared with {t['baseline']}\n\n" if several else "") + table_markdown(t) for t in tables)
+    csv_parts = [table_csv(t) for t in tables]
+    csv = csv_parts[0] + "".join(part.split("\n", 1)[1] for part in csv_parts[1:])
+    paths = {"md": join(folder, f"{name}.md"), "csv": join(folder, f"{name}.csv"), "json": join(folder, f"{name}.json")}
+    write_text_atomic(paths["md"], md)
+    write_text_atomic(paths["csv"], csv)
+    write_json_atomic(paths["json"], {"comparisons": tables})
+    return {f"{name}_{ext}": path for ext, path in paths.items()}
+
+
+def verdicts(tables: list[dict], settings: ProtocolSettings) -> str:
+    """``verdict.md``: what each arm's Dice comparison supports, per k, and what the design leaves out."""
+    lines = ["# What these runs show (Dice)", ""]
+    for table in tables:
+        for entry in table["rows"]:
+            if entry["method"] != table["baseline"]:
+                lines.append(f"- {entry['method']}: {comparison_verdict(table, entry['method'], entry['k'])}")
+    if settings.pretraining_seeds == "shared":
+        lines += ["", "Note: one pre-training (the first seed's) serves every seed, so the pre-training's own "
+                      "randomness is not sampled: the intervals are conditional on that one encoder."]
+    if settings.pair_by == "case":
+        lines += ["", "Note: PER-CASE PAIRING was asked for; cases of one run are not independent, so the intervals "
+                      "are too narrow."]
+    return "\n".join(lines) + "\n"
 
 
 def write_reports(layout: ExperimentLayout) -> dict[str, str]:
     """Write the reports over the folder's finished runs; returns ``{report name: path}`` of those written.
 
-    Table 1 is written once baseline runs exist, Fig. 4 once a run with a numeric k exists.
+    Table 1 and the verdicts are written once baseline runs exist, Fig. 4 once a run with a numeric k exists.
     """
     results = finished_runs(layout)
     rows = [row for _, rows in results for row in rows]
     if not rows:
         return {}
+    settings = _settings(layout)
     written = {"results_json": write_json_atomic(join(layout.reports, "results.json"),
                                                  {"runs": [record for record, _ in results], "rows": rows})}
-    if any(r["method"] == BASELINE for r in rows):
-        table = write_method_table(rows, layout.reports, baseline=BASELINE, overwrite=True)
-        written.update({f"table1_{ext}": path for ext, path in table["files"].items()})
+    tables = [method_table(group, baseline, settings.pair_by, settings.interval) for baseline, group in
+              comparisons(rows)]
+    if tables:
+        written.update(_write_tables(tables, layout.reports, "table1"))
+        written["verdict_md"] = write_text_atomic(join(layout.reports, "verdict.md"), verdicts(tables, settings))
+    references = [a for a in REFERENCE_ADAPTATIONS if any(r["method"] == _baseline_arm(a) for r in rows)]
+    if len({r["adaptation"] for r in rows}) > 1 and references:
+        reference = method_table(rows, _baseline_arm(references[0]), settings.pair_by, settings.interval)
+        written.update(_write_tables([reference], layout.reports, "schedules"))
     if any(r["k"] is not None for r in rows):
-        figure = plot_against_k(rows, join(layout.reports, "fig4.png"), baseline=BASELINE, overwrite=True)
+        figure = plot_against_k(rows, join(layout.reports, "fig4.png"), baseline=BASELINE, overwrite=True,
+                                interval=settings.interval)
         written.update({f"fig4_{ext}": path for ext, path in figure["files"].items()})
     return written

@@ -1,8 +1,10 @@
-"""``run_experiment``: the paper's protocol (methods x seeds x label budgets k) on one dataset and fold.
+"""``run_experiment``: the paper's protocol (methods x adaptations x seeds x label budgets k) on one dataset and fold.
 
-Each run pre-trains (once per method and seed, shared by every k; nothing for the baseline), fine-tunes with the
-run's trainer, predicts the evaluated cases and evaluates them. Finished runs are skipped on the next call; the
-reports are rewritten after every finished run.
+Each run pre-trains (once per method and pre-training seed, shared by every k and adaptation; nothing for the
+baseline), fine-tunes with the run's trainer, predicts the evaluated cases and evaluates them. ``jobs`` runs go on in
+parallel (each step is a subprocess): first every pre-training and the baseline runs, then the runs that fine-tune a
+pre-trained encoder, so that no two jobs ever write the same pre-training. Finished runs are skipped on the next
+call; the reports are rewritten after every finished run.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import contextlib
 import io
 import os
 import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from os.path import join
 
@@ -17,7 +20,15 @@ from nnunet_polycl.checkpoint import file_sha256
 from nnunet_polycl.environment import temporary_environment
 from nnunet_polycl.experiment.cases import EvaluationCases, link_cases, select_cases
 from nnunet_polycl.experiment.layout import ExperimentLayout, RunSpec, default_experiment_folder, run_grid
-from nnunet_polycl.experiment.presets import K, ProtocolSettings, check_methods, get_preset, override_settings, parse_k
+from nnunet_polycl.experiment.presets import (
+    K,
+    ProtocolSettings,
+    check_adaptations,
+    check_methods,
+    get_preset,
+    override_settings,
+    parse_k,
+)
 from nnunet_polycl.experiment.progress import ExperimentProgress
 from nnunet_polycl.experiment.reports import evaluate_run, write_reports
 from nnunet_polycl.experiment.state import check_experiment, read_marker, record_call, write_marker
@@ -37,6 +48,7 @@ class ExperimentRequest:
     fold: int | str = 0
     preset: str = "demo"
     methods: tuple[str, ...] | None = None
+    adaptations: tuple[str, ...] | None = None
     seeds: tuple[int, ...] | None = None
     ks: tuple[K, ...] | None = None
     test_cases: list[str] | None = None
@@ -45,9 +57,14 @@ class ExperimentRequest:
     plans_identifier: str = "nnUNetPlans"
     pretrain_epochs: int | None = None
     pretrain_batch_size: int | None = None
+    pretrain_lr: float | None = None
     slice_fraction: float | None = None
     schedule: str | None = None
+    pretraining_seeds: str | None = None
+    pair_by: str | None = None
+    interval: str | None = None
     num_workers: int | None = None
+    jobs: int | None = None
     force_mix: bool = False
     progress: bool = True
 
@@ -113,9 +130,16 @@ def prepare(req: ExperimentRequest) -> tuple[StepContext, list[RunSpec], Evaluat
     dataset_name = resolve_dataset_name(req.dataset)
     fold = parse_fold(req.fold)
     preset = get_preset(req.preset)
-    settings = override_settings(preset.settings, req.pretrain_epochs, req.pretrain_batch_size, req.slice_fraction,
-                                 req.schedule)
+    settings = override_settings(preset.settings, pretrain_epochs=req.pretrain_epochs,
+                                 pretrain_batch_size=req.pretrain_batch_size, pretrain_lr=req.pretrain_lr,
+                                 slice_fraction=req.slice_fraction,
+                                 schedule=req.schedule, pretraining_seeds=req.pretraining_seeds, pair_by=req.pair_by,
+                                 interval=req.interval)
     methods = check_methods(tuple(req.methods or preset.methods))
+    adaptations = check_adaptations(tuple(req.adaptations or preset.adaptations))
+    jobs = req.jobs if req.jobs is not None else preset.jobs
+    if jobs < 1:
+        raise PolyCLUserError(f"--jobs {jobs} is invalid: use 1 (one run at a time) or more parallel runs.")
     seeds = tuple(dict.fromkeys(req.seeds if req.seeds is not None else preset.seeds))
     ks = tuple(dict.fromkeys(parse_k(k) for k in (req.ks or preset.ks)))
     device = _check_device(req.device or preset.device)
@@ -124,15 +148,15 @@ def prepare(req: ExperimentRequest) -> tuple[StepContext, list[RunSpec], Evaluat
     plans_ctx = load_plans_context(dataset_name, req.plans_identifier, CONFIGURATION)
     cases = select_cases(plans_ctx, fold, req.test_cases)
     _check_budgets(ks, cases, fold)
-    runs = run_grid(methods, seeds, ks)
+    runs = run_grid(methods, adaptations, seeds, ks, settings.pretraining_seeds == "shared")
     layout = ExperimentLayout(os.path.abspath(req.output_folder or
                                               default_experiment_folder(dataset_name, preset.name, fold)))
     identity = _identity(plans_ctx, fold, settings, cases)
     forced = check_experiment(layout.experiment_file, identity, req.force_mix)
     check_trainers([r.trainer(settings.schedule) for r in runs])
     os.makedirs(layout.root, exist_ok=True)
-    record_call(layout.experiment_file, identity, {"methods": list(methods), "seeds": list(seeds), "ks": list(ks)},
-                forced)
+    record_call(layout.experiment_file, identity, {"methods": list(methods), "adaptations": list(adaptations),
+                                                   "seeds": list(seeds), "ks": list(ks)}, forced)
     link_cases(cases, layout.images, layout.labels)
     progress = ExperimentProgress(len(runs), req.progress)
     for difference in forced:
@@ -142,7 +166,7 @@ def prepare(req: ExperimentRequest) -> tuple[StepContext, list[RunSpec], Evaluat
                          "fit, not generalisation. Pass --test-cases to evaluate on held-out cases.")
     ctx = StepContext(dataset_name, fold, req.plans_identifier, CONFIGURATION, settings, device,
                       req.num_workers if req.num_workers is not None else preset.num_workers, layout, progress,
-                      plans_ctx.dataset_json)
+                      plans_ctx.dataset_json, jobs, not req.test_cases)
     return ctx, runs, cases
 
 
@@ -150,15 +174,53 @@ def _do_run(ctx: StepContext, run: RunSpec) -> dict:
     start = time.time()
     weights = pretrain(ctx, run)
     finetune_s = finetune(ctx, run, weights)
-    predict_s = predict(ctx, run)
+    predictions, predict_s = predict(ctx, run)
     ctx.progress.step(run.name, "evaluation", ctx.layout.evaluation(run), what="summary")
-    summary = evaluate_run(ctx.layout.labels, ctx.layout.predictions(run), ctx.dataset_json,
-                           ctx.layout.evaluation(run))
+    summary = evaluate_run(ctx.layout.labels, predictions, ctx.dataset_json, ctx.layout.evaluation(run))
     record = {**run.to_dict(), "trainer": run.trainer(ctx.settings.schedule), "pretrained_weights": weights,
+              "predictions": predictions,
               "seconds": {"finetune": finetune_s, "predict": predict_s, "run": time.time() - start},
               "foreground_mean": summary["foreground_mean"]}
     write_marker(ctx.layout.finished(run), record)
     return record
+
+
+def _phases(runs: list[RunSpec]) -> list[list[RunSpec]]:
+    """Runs in two phases: one run per pre-training plus the baseline runs, then all the others (whose pre-training
+    is then done), so that parallel jobs never write the same pre-training."""
+    first, seen = [], set()
+    for run in runs:
+        if run.pretraining_name is None or run.pretraining_name not in seen:
+            first.append(run)
+            seen.add(run.pretraining_name)
+    return [first, [r for r in runs if r not in first]]
+
+
+def _finish(ctx: StepContext, result: ExperimentResult, run: RunSpec, record: dict) -> None:
+    result.ran.append(run.name)
+    result.reports = write_reports(ctx.layout)
+    dice = record["foreground_mean"]["dice"]["mean"]
+    ctx.progress.run_done(run.name, f"finished in {record['seconds']['run']:.0f} s, mean Dice "
+                                    f"{'n/a' if dice is None else f'{dice:.4f}'}")
+
+
+def _run_phase(ctx: StepContext, result: ExperimentResult, runs: list[RunSpec]) -> None:
+    """Run ``runs``, ``ctx.jobs`` at a time; the first failure stops new runs and is raised once the others end."""
+    if ctx.jobs == 1:
+        for run in runs:
+            _finish(ctx, result, run, _do_run(ctx, run))
+        return
+    with ThreadPoolExecutor(max_workers=ctx.jobs) as pool:
+        pending = {pool.submit(_do_run, ctx, run): run for run in runs}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in done:
+                run = pending.pop(future)
+                if future.exception() is not None:
+                    for other in pending:
+                        other.cancel()
+                    raise future.exception()
+                _finish(ctx, result, run, future.result())
 
 
 def run_experiment(req: ExperimentRequest) -> ExperimentResult:
@@ -166,20 +228,18 @@ def run_experiment(req: ExperimentRequest) -> ExperimentResult:
     start = time.time()
     ctx, runs, cases = prepare(req)
     result = ExperimentResult(ctx.layout.root)
-    ctx.progress.message(f"Experiment folder {ctx.layout.root}: {len(runs)} runs, evaluated on the "
-                         f"{cases.description} ({len(cases.cases)} cases).")
+    ctx.progress.message(f"Experiment folder {ctx.layout.root}: {len(runs)} runs ({ctx.jobs} at a time), evaluated "
+                         f"on the {cases.description} ({len(cases.cases)} cases).")
     try:
+        todo = []
         for run in runs:
             if read_marker(ctx.layout.finished(run)) is not None:
                 result.skipped.append(run.name)
                 ctx.progress.run_done(run.name, "already finished: skipped")
-                continue
-            record = _do_run(ctx, run)
-            result.ran.append(run.name)
-            result.reports = write_reports(ctx.layout)
-            dice = record["foreground_mean"]["dice"]["mean"]
-            ctx.progress.run_done(run.name, f"finished in {record['seconds']['run']:.0f} s, mean Dice "
-                                            f"{'n/a' if dice is None else f'{dice:.4f}'}")
+            else:
+                todo.append(run)
+        for phase in _phases(todo):
+            _run_phase(ctx, result, phase)
         result.reports = write_reports(ctx.layout)
     finally:
         ctx.progress.close()

@@ -36,6 +36,8 @@ class StepContext:
     layout: ExperimentLayout
     progress: ExperimentProgress
     dataset_json: dict
+    jobs: int = 1
+    on_validation_cases: bool = True  # evaluated cases = the fold's validation cases (else given test cases)
 
 
 def base_environment() -> dict[str, str]:
@@ -55,6 +57,8 @@ def base_environment() -> dict[str, str]:
 
 def _run(ctx: StepContext, run_name: str, step: str, argv: list[str], env: dict[str, str], log: str) -> float:
     ctx.progress.step(run_name, step, log)
+    if ctx.jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # parallel jobs share the CPU cores
+        env = {**env, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // ctx.jobs))}
     return run_logged(argv, env, log, f"{step} of {run_name}", ctx.progress.line)
 
 
@@ -70,7 +74,8 @@ def pretrain(ctx: StepContext, run: RunSpec) -> str | None:
     s = ctx.settings
     argv = ["polycl_pretrain", "-d", ctx.dataset_name, "-p", ctx.plans_identifier, "-c", ctx.configuration,
             "-f", str(ctx.fold), "-s", strategy, "--epochs", str(s.pretrain_epochs), "--batch-size",
-            str(s.pretrain_batch_size), "--seed", str(run.seed), "-device", ctx.device, "-o", folder,
+            str(s.pretrain_batch_size), "--lr", str(s.pretrain_lr), "--seed", str(run.pretrain_seed), "-device",
+            ctx.device, "-o", folder,
             "--num-workers", str(ctx.num_workers), "--slice-fraction", str(s.slice_fraction)]
     if any(isfile(join(folder, name)) for name in (LATEST_CHECKPOINT, FINAL_CHECKPOINT)):
         argv.append("--c")
@@ -79,7 +84,7 @@ def pretrain(ctx: StepContext, run: RunSpec) -> str | None:
     seconds = _run(ctx, run.pretraining_name, "pre-training", argv, base_environment(), folder + ".log")
     if not isfile(weights):
         raise StepFailedError(f"polycl_pretrain finished but wrote no {weights}; see {folder}.log.")
-    write_marker(marker, {"method": run.method, "seed": run.seed, "weights": weights, "seconds": seconds})
+    write_marker(marker, {"method": run.method, "seed": run.pretrain_seed, "weights": weights, "seconds": seconds})
     return weights
 
 
@@ -112,8 +117,20 @@ def finetune(ctx: StepContext, run: RunSpec, weights: str | None) -> float:
     return seconds
 
 
-def predict(ctx: StepContext, run: RunSpec) -> float:
-    """``nnUNetv2_predict`` of the evaluated cases into the run's ``predictions/`` (redone from scratch)."""
+def predict(ctx: StepContext, run: RunSpec) -> tuple[str, float]:
+    """The folder of the run's predictions of the evaluated cases, and the seconds it took to make them.
+
+    The fold's validation cases were predicted by ``nnUNetv2_train`` itself at the end of fine-tuning (nnU-Net's own
+    validation, with the trainer's inference settings), as nnU-Net reports cross-validation: those are used. Other
+    cases (``--test-cases``) are predicted with ``nnUNetv2_predict`` into the run's ``predictions/`` (redone from
+    scratch).
+    """
+    if ctx.on_validation_cases:
+        folder = join(finetune_folder(ctx, run), "validation")
+        if not isdir(folder):
+            raise StepFailedError(f"nnUNetv2_train wrote no validation predictions in {folder}; see "
+                                  f"{join(ctx.layout.run(run), 'finetune.log')}.")
+        return folder, 0.0
     out = ctx.layout.predictions(run)
     if isdir(out):
         shutil.rmtree(out)  # an unfinished run's partial predictions
@@ -123,4 +140,4 @@ def predict(ctx: StepContext, run: RunSpec) -> float:
     argv = ["nnUNetv2_predict", "-i", ctx.layout.images, "-o", out, "-d", ctx.dataset_name, "-c",
             ctx.configuration, "-f", str(ctx.fold), "-tr", run.trainer(ctx.settings.schedule), "-p",
             ctx.plans_identifier, "-device", ctx.device, "--disable_tta", "-npp", workers, "-nps", workers]
-    return _run(ctx, run.name, "prediction", argv, env, join(ctx.layout.run(run), "predict.log"))
+    return out, _run(ctx, run.name, "prediction", argv, env, join(ctx.layout.run(run), "predict.log"))

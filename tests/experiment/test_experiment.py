@@ -1,8 +1,9 @@
 """``polycl_experiment`` end to end on the demo dataset, as a user types it, with a CI-sized protocol.
 
-One experiment (methods baseline and O, one seed, k in {all, 2}, one pre-training epoch, the ``_smoke`` fine-tuning
-schedule) is run once for the module; the tests then check its reports, that a second call skips the finished runs,
-that a run without its marker is redone, and that a folder of another configuration is refused.
+One experiment (methods baseline and O, seeds 0 and 1, k = 2, one pre-training epoch per seed, the ``_smoke``
+fine-tuning schedule, two runs at a time) is run once for the module; the tests then check its reports, that a second
+call skips the finished runs, that a run without its marker is redone, and that a folder of another configuration or
+statistic is refused.
 """
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ import pytest
 
 from tests.conftest import DEMO_ID, run_cli, smoke_env
 
-METHODS, KS = ("baseline", "O"), ("all", "2")
-ARGS = ["polycl_experiment", "-d", str(DEMO_ID), "-f", "0", "--preset", "demo", "--methods", *METHODS, "--seeds", "0",
-        "--k", *KS, "--schedule", "smoke", "--pretrain-epochs", "1", "--batch-size", "8", "--slice-fraction", "0.5",
-        "--no-progress"]
-RUNS = [f"{m}__seed0__k{k}" for m in METHODS for k in KS]
+METHODS, SEEDS = ("baseline", "O"), ("0", "1")
+ARGS = ["polycl_experiment", "-d", str(DEMO_ID), "-f", "0", "--preset", "demo", "--methods", *METHODS, "--seeds",
+        *SEEDS, "--k", "2", "--schedule", "smoke", "--pretrain-epochs", "1", "--batch-size", "8", "--slice-fraction",
+        "0.5", "--pretraining-seeds", "per-seed", "--jobs", "2", "--no-progress"]
+RUNS = [f"{m}__default__seed{s}__k2" for m in METHODS for s in SEEDS]
 
 
 @pytest.fixture(scope="module")
@@ -40,50 +41,59 @@ def _table_rows(folder: Path) -> list[dict]:
 
 
 @pytest.mark.e2e
-def test_protocol_writes_table_figure_and_json(experiment):
+def test_protocol_writes_table_verdict_figure_and_json(experiment):
     folder = experiment["folder"]
     reports = folder / "reports"
     rows = _table_rows(folder)
-    assert sorted((r["method"], r["k"]) for r in rows) == sorted((m, "" if k == "all" else k) for m in METHODS
-                                                                 for k in KS)
+    assert sorted((r["method"], r["k"]) for r in rows) == [("O", "2"), ("baseline", "2")]
     for row in rows:
         assert 0.0 <= float(row["dice_mean"]) <= 1.0 and math.isfinite(float(row["hd95_mean"]))
-        assert row["n_runs"] == "1"
-    o_all = next(r for r in rows if r["method"] == "O" and r["k"] == "")
-    assert o_all["dice_n_pairs"] == "4"  # O paired with the baseline on the 4 validation cases of fold 0
+        assert row["n_runs"] == "2" and row["n_cases"] == "8" and row["baseline"] == "baseline"
+    o = next(r for r in rows if r["method"] == "O")
+    assert o["dice_n_pairs"] == "2"  # paired by seed: one pair per seed, never per case
+    assert o["dice_diff_low"] and not o["dice_p_ttest"] and not o["dice_p_wilcoxon"]  # an interval, no test
     markdown = (reports / "table1.md").read_text()
-    assert all(f"| {m} |" in markdown for m in METHODS)
-    assert markdown in experiment["proc"].stdout  # the table is printed at the end
+    assert all(f"| {m} |" in markdown for m in METHODS) and "n < 5: no test" in markdown
+    verdict = (reports / "verdict.md").read_text()
+    assert "O: Verdict (k = 2 labelled scans)" in verdict and "2 paired seeds" in verdict
+    assert markdown in experiment["proc"].stdout and verdict in experiment["proc"].stdout  # printed at the end
 
-    png = (reports / "fig4.png").read_bytes()
-    assert png.startswith(b"\x89PNG\r\n\x1a\n")
-    import matplotlib.image
-
-    assert matplotlib.image.imread(str(reports / "fig4.png")).shape[0] > 100
+    assert (reports / "fig4.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     figure = json.loads((reports / "fig4.json").read_text())
     assert {(p["method"], p["metric"], p["k"]) for p in figure["points"]} == {
-        (m, metric, k) for m in METHODS for metric in ("dice", "hd95") for k in (None, 2)}
+        (m, metric, 2) for m in METHODS for metric in ("dice", "hd95")}
+    assert all(p["n_runs"] == 2 and p["low"] <= p["mean"] <= p["high"] for p in figure["points"])
 
     results = json.loads((reports / "results.json").read_text())
     assert len(results["rows"]) == len(RUNS) * 4 and {r["trainer"] for r in results["runs"]} == {
-        "nnUNetTrainerPolyCL_Baseline_smoke", "nnUNetTrainerPolyCL_Baseline_smoke_k2", "nnUNetTrainerPolyCL_O_smoke",
-        "nnUNetTrainerPolyCL_O_smoke_k2"}
-    assert all(isinstance(r["dice"], float) for r in results["rows"])
+        f"nnUNetTrainerPolyCL_{m}_smoke_k2_seed{s}" for m in ("Baseline", "O") for s in SEEDS}
 
 
 @pytest.mark.e2e
-def test_one_pretraining_per_method_and_seed_is_shared_by_every_k(experiment):
+def test_each_seed_pretrains_its_encoder_and_draws_its_labelled_cases(experiment):
     folder = experiment["folder"]
-    assert sorted(p.name for p in (folder / "pretraining").iterdir() if p.is_dir()) == ["O__seed0"]
-    weights = folder / "pretraining" / "O__seed0" / "pretrained_weights.pth"
-    for k in KS:
-        record = json.loads((folder / "runs" / f"O__seed0__k{k}" / "finished.json").read_text())
-        assert record["pretrained_weights"] == str(weights)
-        assert f"Loaded the encoder from {weights}" in (folder / "runs" / f"O__seed0__k{k}" / "finetune.log").read_text()
-    baseline_log = (folder / "runs" / "baseline__seed0__kall" / "finetune.log").read_text()
-    assert "random" in baseline_log and str(weights) not in baseline_log
+    assert sorted(p.name for p in (folder / "pretraining").iterdir() if p.is_dir()) == ["O__seed0", "O__seed1"]
+    for s in SEEDS:
+        weights = folder / "pretraining" / f"O__seed{s}" / "pretrained_weights.pth"
+        record = json.loads((folder / "runs" / f"O__default__seed{s}__k2" / "finished.json").read_text())
+        assert record["pretrained_weights"] == str(weights) and record["pretrain_seed"] == int(s)
+        log = (folder / "runs" / f"O__default__seed{s}__k2" / "finetune.log").read_text()
+        assert f"Loaded the encoder from {weights}" in log and f"seed {s}" in log
+        config = json.loads((folder / "pretraining" / f"O__seed{s}" / "config.json").read_text())
+        assert config["settings"]["seed"] == int(s)
+    chosen = {}
+    for m in METHODS:
+        for s in SEEDS:
+            trainer = f"nnUNetTrainerPolyCL_{'Baseline' if m == 'baseline' else m}_smoke_k2_seed{s}"
+            subset = next((folder / "runs" / f"{m}__default__seed{s}__k2").glob(
+                f"nnUNet_results/*/{trainer}__nnUNetPlans__2d/fold_0/polycl_labelled_cases.json"))
+            chosen[(m, s)] = json.loads(subset.read_text())["cases"]
+    assert chosen[("baseline", "0")] == chosen[("O", "0")] and chosen[("baseline", "1")] == chosen[("O", "1")]
+    baseline_log = (folder / "runs" / "baseline__default__seed0__k2" / "finetune.log").read_text()
+    assert "random" in baseline_log and "seed 0" in baseline_log
     config = json.loads((folder / "experiment.json").read_text())
     assert config["identity"]["pretrain_epochs"] == 1 and config["identity"]["schedule"] == "smoke"
+    assert config["identity"]["pair_by"] == "run" and config["identity"]["interval"] == "t"
     assert config["identity"]["dataset"] == f"Dataset{DEMO_ID}_PolyCLDemo" and config["identity"]["fold"] == 0
     assert len(config["identity"]["evaluated_cases"]) == 4
 
@@ -101,12 +111,17 @@ def test_second_call_skips_finished_runs(experiment):
 
 
 @pytest.mark.e2e
-def test_other_configuration_is_refused_and_nothing_is_touched(experiment):
+@pytest.mark.parametrize("extra, difference", [
+    (["--pretrain-epochs", "2"], "pretrain_epochs: folder has 1, now 2"),
+    (["--pair-by", "case"], "pair_by: folder has 'run', now 'case'"),
+    (["--interval", "bootstrap"], "interval: folder has 't', now 'bootstrap'"),
+])
+def test_other_configuration_or_statistic_is_refused_and_nothing_is_touched(experiment, extra, difference):
     folder = experiment["folder"]
     before = (folder / "experiment.json").read_text()
-    proc = run_cli([*ARGS, "-o", str(folder), "--pretrain-epochs", "2"], experiment["env"], check=False)
+    proc = run_cli([*ARGS, "-o", str(folder), *extra], experiment["env"], check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert "pretrain_epochs: folder has 1, now 2" in proc.stderr and "--force-mix" in proc.stderr
+    assert difference in proc.stderr and "--force-mix" in proc.stderr
     assert (folder / "experiment.json").read_text() == before
     assert all((folder / "runs" / run / "finished.json").is_file() for run in RUNS)
 
@@ -114,18 +129,20 @@ def test_other_configuration_is_refused_and_nothing_is_touched(experiment):
 @pytest.mark.e2e
 def test_run_without_its_marker_is_redone(experiment):
     folder = experiment["folder"]
-    run = folder / "runs" / "baseline__seed0__k2"
-    (run / "finished.json").unlink()  # as after a crash during the run's prediction or evaluation
+    run = folder / "runs" / "baseline__default__seed0__k2"
+    (run / "finished.json").unlink()  # as after a crash during the run's evaluation
     finetune_log = (run / "finetune.log").read_text()
-    old_prediction = next((run / "predictions").glob("*.nii.gz")).stat().st_mtime
+    old_summary = (run / "evaluation" / "summary.json").stat().st_mtime
     proc = run_cli([*ARGS, "-o", str(folder)], experiment["env"])
     assert "Ran 1 run(s)" in proc.stdout and "3 run(s) were already finished and skipped" in proc.stdout
-    assert "[baseline__seed0__k2] prediction" in proc.stderr and "[baseline__seed0__k2] evaluation" in proc.stderr
+    assert "[baseline__default__seed0__k2] evaluation" in proc.stderr
     assert (run / "finetune.log").read_text() == finetune_log  # its fine-tuning had finished: kept, not repeated
-    assert (run / "finished.json").is_file()
-    assert next((run / "predictions").glob("*.nii.gz")).stat().st_mtime > old_prediction
+    record = json.loads((run / "finished.json").read_text())
+    assert record["predictions"].endswith("fold_0/validation")  # nnU-Net's own validation predictions
+    assert (run / "evaluation" / "summary.json").stat().st_mtime > old_summary
     results = json.loads((folder / "reports" / "results.json").read_text())
-    assert sorted(f"{r['method']}__seed{r['seed']}__k{r['k']}" for r in results["runs"]) == sorted(RUNS)
+    assert sorted(f"{r['method']}__{r['adaptation']}__seed{r['seed']}__k{r['k']}" for r in results["runs"]) == \
+        sorted(RUNS)
 
 
 def _fold0(preprocessed_demo: Path) -> dict:
@@ -134,11 +151,14 @@ def _fold0(preprocessed_demo: Path) -> dict:
 
 @pytest.mark.parametrize("changes, message", [
     ({"methods": ("baseline", "X")}, r"Unknown method\(s\) X"),
-    ({"ks": ("all", "50")}, "k=50 exceed the 12 training cases of fold 0"),
+    ({"ks": ("all", "50")}, "k=50 exceed the 16 training cases of fold 0"),
     ({"ks": ("0",)}, "Invalid label budget k='0'"),
     ({"test_cases": ["nope"]}, "'nope' was not found in .*imagesTr"),
     ({"preset": "huge"}, "Unknown preset 'huge'"),
     ({"slice_fraction": 1.5}, "--slice-fraction 1.5 is invalid"),
+    ({"adaptations": ("warmup", "slow")}, r"Unknown adaptation\(s\) slow"),
+    ({"jobs": 0}, "--jobs 0 is invalid"),
+    ({"pair_by": "slice"}, "Unknown --pair-by 'slice'"),
 ])
 def test_bad_input_is_refused_before_anything_is_written(demo_in_process, tmp_path, changes, message):
     from nnunet_polycl.experiment.runner import ExperimentRequest, run_experiment
