@@ -28,7 +28,7 @@ from nnunet_polycl.paths import PolyCLUserError, require_nnunet_folder
 
 DEMO_DATASET_ID = 990
 DEMO_DATASET_SUFFIX = "PolyCLDemo"
-DEFAULT_NUM_SCANS = 16
+DEFAULT_NUM_SCANS = 20
 MIN_NUM_SCANS = 5  # nnU-Net's 5-fold cross-validation needs at least 5 training cases
 FILE_ENDING = ".nii.gz"
 

@@ -2,8 +2,9 @@
 
 Each scan is a stack of axial slices (array order ``z, y, x``) in Hounsfield-like units: air outside an elliptic
 body outline, subcutaneous fat, abdominal wall and paraspinal muscle, a vertebra with spinal canal, the aorta, two
-kidneys, heterogeneous bowel / visceral fat and a liver-like blob. Scans differ in size, spacing, body shape and
-position, contrast phase and noise. The liver covers only a contiguous part of the slices by construction, so every
+kidneys, heterogeneous bowel / visceral fat and a liver-like blob. Scans differ as real CT does: in body size and
+shape, field of view (how much of the image the body fills), position, spacing, contrast phase, the scanner's
+intensity calibration (a global offset and gain) and noise. The liver covers only a contiguous part of the slices by construction, so every
 scan has slices with and without the organ (see :func:`organ_slice_counts`). Everything is drawn from
 ``numpy.random.default_rng([seed, index])``: the same seed and index always give the same arrays.
 """
@@ -16,8 +17,8 @@ from scipy.ndimage import gaussian_filter
 
 LIVER_LABEL = 1
 AIR_HU = -1000.0
-MIN_SLICES, MAX_SLICES = 20, 32
-MIN_INPLANE, MAX_INPLANE = 52, 68
+MIN_SLICES, MAX_SLICES = 16, 28
+MIN_INPLANE, MAX_INPLANE = 40, 52
 
 # tissue codes of the internal tissue map (painted in this order; later ones win)
 _AIR, _FAT, _BOWEL, _MUSCLE, _KIDNEY, _AORTA, _LIVER, _BONE, _CANAL = range(9)
@@ -61,8 +62,9 @@ def _liver_mask(rng: np.random.Generator, z, y, x, body: dict, nz: int) -> np.nd
 
 def _body_geometry(rng: np.random.Generator, ny: int, nx: int) -> dict:
     """Random body outline: centre, semi-axes and subcutaneous fat thickness (fraction of the radius)."""
-    return {"cx": nx / 2 + rng.uniform(-4, 4), "cy": ny / 2 + rng.uniform(-4, 4),
-            "ax": nx * rng.uniform(0.36, 0.45), "ay": ny * rng.uniform(0.27, 0.36),
+    fov = rng.uniform(0.8, 1.1)  # the body fills more or less of the image
+    return {"cx": nx / 2 + rng.uniform(-3, 3), "cy": ny / 2 + rng.uniform(-3, 3),
+            "ax": nx * fov * rng.uniform(0.34, 0.41), "ay": ny * fov * rng.uniform(0.27, 0.33),
             "fat": rng.uniform(0.07, 0.18)}
 
 
@@ -109,6 +111,8 @@ def _intensities(rng: np.random.Generator, tissue: np.ndarray) -> np.ndarray:
     image = lut_mean[tissue] + lut_sd[tissue] * _smooth_noise(rng, tissue.shape, (0.7, 1.2, 1.2))
     gas = (tissue == _BOWEL) & (_smooth_noise(rng, tissue.shape, (0.8, 1.5, 1.5)) > rng.uniform(1.8, 2.6))
     image[gas] = rng.uniform(-900, -600)
+    body = tissue != _AIR
+    image[body] = rng.uniform(0.92, 1.08) * image[body] + rng.uniform(-20, 20)  # the scanner's calibration
     image += rng.uniform(4, 25) * rng.standard_normal(tissue.shape).astype(np.float32)
     return np.clip(np.round(image), -1024, 3071).astype(np.int16)
 
