@@ -2,7 +2,12 @@
 
 Triplets are drawn by the PolyCL samplers (S, O or M) from an index of ``case_ids`` (typically the fold's validation
 cases); every slice is embedded once by the encoder + head in evaluation mode, and a triplet counts as correct when
-cos(z, z+) > cos(z, z-). An encoder that learnt nothing scores about 0.5.
+cos(z, z+) > cos(z, z-).
+
+What a random encoder scores is not 0.5 in general: a randomly initialised network already tells scans apart by
+their intensity statistics (strategy S), so the reference is measured, not assumed: :func:`probe_against_random`
+scores ``n`` randomly initialised encoders (seeds 0 .. n-1) on the same triplets, and the pre-trained encoder's
+margin is its accuracy minus the best of them.
 """
 from __future__ import annotations
 
@@ -84,3 +89,21 @@ def triplet_accuracy_of_embeddings(z: torch.Tensor, index: SliceIndex, strategy:
     cos_pos, cos_neg = (anchor * positive).sum(1), (anchor * negative).sum(1)
     return {"accuracy": (cos_pos > cos_neg).float().mean().item(), "cos_pos": cos_pos.mean().item(),
             "cos_neg": cos_neg.mean().item(), "triplets": len(triplets), "slices": len(index)}
+
+
+def probe_against_random(model: ContrastiveEncoder, ctx: PlansContext, case_ids: Sequence[str], strategy: str,
+                         labels: Sequence[int] | None = None, n_random: int = 10, seed: int = 0,
+                         device: str | torch.device = "cpu") -> dict:
+    """Triplet accuracy of ``model`` and of ``n_random`` random encoders (same architecture, head and triplets).
+
+    Returns ``{strategy, cases, pretrained: {...}, random: [accuracies], best_random, margin}``; ``margin`` =
+    pre-trained accuracy - the best random accuracy (> 0: better than every random encoder tried).
+    """
+    index = build_slice_index(ctx, case_ids, labels)
+    trained = triplet_accuracy_of_embeddings(embed_index(model, ctx, index, device=device), index, strategy, seed)
+    embed_dim = model.head.linear.out_features
+    random = [triplet_accuracy_of_embeddings(embed_index(random_model(ctx, embed_dim, s), ctx, index, device=device),
+                                             index, strategy, seed)["accuracy"] for s in range(n_random)]
+    best = max(random) if random else None
+    return {"strategy": strategy, "cases": sorted(case_ids), "pretrained": trained, "random": random,
+            "best_random": best, "margin": None if best is None else trained["accuracy"] - best}
