@@ -3,9 +3,10 @@
 Scaling efficiency = throughput of N processes / (N x throughput of one process), both measured in this run with the
 same per-process batch (the N-process run trains on global batches of N x ``--batch-size`` triplets, each process
 on its share of ``--batch-size``: weak scaling), the same per-process loader workers and torch threads, and
-the real loop (``run_epoch``) over the real data, after warm-up. The benchmark process measures the one-process
-reference and is rank 0 of the N processes; every repeat starts at a barrier and rank 0's time is reported (the
-gradient all-reduce of every step keeps the ranks in step).
+the real loop (``run_epoch``) over the real data, after warm-up. The benchmark process is rank 0 of the N processes
+and also runs the one-process reference, its repeats interleaved with the N-process repeats (while it runs, the other
+ranks wait at a barrier, idle); every N-process repeat starts at a barrier and rank 0's time is reported (the
+gradient all-reduce of every step keeps the ranks in step). The efficiency is the median of the per-repeat ratios.
 
 On CUDA: one process per GPU (nccl). On the CPU: N gloo processes that share the machine's cores; each process, and
 the one-process reference, gets ``CPUs / N`` torch threads, so the figure says what N CPU processes on N x that many
@@ -22,12 +23,12 @@ import torch.multiprocessing as torch_mp
 
 from nnunet_polycl.benchmark.pretraining_workloads import EndToEndWorkload, ModelOptions
 from nnunet_polycl.benchmark.settings import BenchmarkSettings
-from nnunet_polycl.benchmark.stats import summarise
+from nnunet_polycl.benchmark.stats import paired_ratio, summarise
 from nnunet_polycl.benchmark.timing import timed
 from nnunet_polycl.checkpoint import seed_everything
 from nnunet_polycl.pretraining.distributed import Ranks, barrier, destroy_process_group, init_process_group
 from nnunet_polycl.pretraining.launch import free_port
-from nnunet_polycl.pretraining.session import PreparedRun, prepare
+from nnunet_polycl.pretraining.session import prepare
 from nnunet_polycl.pretraining.settings import PretrainRequest
 from nnunet_polycl.pretraining.slice_data import default_num_workers
 
@@ -47,34 +48,37 @@ def _request(s: BenchmarkSettings, processes: int, workers: int, folder: str) ->
                            output_folder=folder, num_gpus=processes, allow_cpu_ddp=True)
 
 
-def _timed_epochs(run: PreparedRun, steps: int, s: BenchmarkSettings, ranks: Ranks) -> list[float]:
-    """``s.warmup`` warm-up epochs of ``steps`` global batches, then the durations of ``s.repeats`` timed ones."""
-    seed_everything(0)
-    workload = EndToEndWorkload(run, ModelOptions(), steps, ranks)
-    try:
+def _timed_repeats(workloads: list[EndToEndWorkload], s: BenchmarkSettings, ranks: Ranks) -> list[list[float]]:
+    """``s.warmup`` warm-up epochs of every workload, then ``s.repeats`` timed epochs of each, interleaved; a
+    multi-process workload's epochs start at a barrier (a single-process one runs while the other ranks wait)."""
+    for workload in workloads:
         workload.run(s.warmup)
-        seconds = []
-        for _ in range(s.repeats):
-            barrier(ranks)
-            seconds.append(timed(workload, 1, run.device))
-        return seconds
-    finally:
-        workload.close()
+    durations: list[list[float]] = [[] for _ in workloads]
+    for _ in range(s.repeats):
+        for workload, column in zip(workloads, durations, strict=True):
+            if workload.ranks.distributed:
+                barrier(ranks)
+            column.append(timed(workload, 1, workload.device))
+    return durations
 
 
 def _rank(ranks: Ranks, init_method: str, request: PretrainRequest, threads: int, steps: int, s: BenchmarkSettings,
-          reference: PretrainRequest | None = None) -> tuple[list[float] | None, list[float]]:
-    """One rank of the N-process measurement: its repeat durations; rank 0 first times the one-process
-    ``reference`` while the others wait (so that nothing else runs on the machine meanwhile)."""
+          reference: PretrainRequest | None = None) -> list[list[float]]:
+    """One rank of the N-process measurement: the repeat durations of its workloads. Rank 0 also runs the
+    one-process ``reference`` (first in the list), its repeats interleaved with the N-process ones."""
     run = prepare(request)
     device = init_process_group(ranks, run.device.type, init_method)
+    workloads = []
     try:
         torch.set_num_threads(threads)
-        one = None if reference is None else _timed_epochs(replace(prepare(reference), device=device), steps, s,
-                                                            Ranks())
-        barrier(ranks)
-        return one, _timed_epochs(replace(run, device=device), steps, s, ranks)
+        seed_everything(0)
+        if reference is not None:
+            workloads.append(EndToEndWorkload(replace(prepare(reference), device=device), ModelOptions(), steps))
+        workloads.append(EndToEndWorkload(replace(run, device=device), ModelOptions(), steps, ranks))
+        return _timed_repeats(workloads, s, ranks)
     finally:
+        for workload in workloads:
+            workload.close()
         destroy_process_group()
 
 
@@ -89,8 +93,8 @@ def scaling_figure(s: BenchmarkSettings, processes: int, steps: int, folder: str
                    say: Callable[[str], None]) -> dict:
     """Figure 5 for ``processes`` ranks: one-process and N-process throughput and the scaling efficiency.
 
-    This process is rank 0 of the N processes (ranks 1.. are spawned); once all have joined, it measures the
-    one-process reference while the others wait, then all N measure together.
+    This process is rank 0 of the N processes (ranks 1.. are spawned); its repeats of the one-process reference
+    (while the other ranks wait) alternate with repeats of all N together.
     """
     if s.threads is not None:
         threads = s.threads
@@ -122,7 +126,7 @@ def scaling_figure(s: BenchmarkSettings, processes: int, steps: int, folder: str
             "n_processes": {**many, "processes": processes, "steps_per_repeat": steps},
             "processes": processes, "backend": backend,
             "per_process_batch": s.batch_size, "threads_per_process": threads, "workers_per_process": workers,
-            "scaling_efficiency": many["median"] / (processes * one["median"]),
+            "scaling_efficiency": paired_ratio(many["per_repeat"], [processes * r for r in one["per_repeat"]]),
             "what": "weak scaling: global batch = processes x per-process batch" + (
                 "; CPU processes share this machine's cores (each gets CPUs / processes threads)"
                 if s.device == "cpu" else "; one GPU per process")}
