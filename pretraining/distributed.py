@@ -138,15 +138,6 @@ def destroy_process_group() -> None:
         dist.destroy_process_group()
 
 
-def all_agree(ok: bool, ranks: Ranks, device: torch.device) -> bool:
-    """True when ``ok`` holds on every rank (a collective: every rank must call it)."""
-    if not ranks.distributed:
-        return ok
-    flag = torch.tensor([1 if ok else 0], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
-
-
 def all_reduce_(tensor: torch.Tensor, ranks: Ranks, op: str = "sum") -> torch.Tensor:
     """Sum (or ``op="min"``) ``tensor`` over the ranks, in place; no-op in a single process."""
     if ranks.distributed:
