@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+REDUCTIONS = ("mean", "sum", "none")
+
 
 def _check_embeddings(**tensors: Tensor) -> None:
     shapes = {name: tuple(t.shape) for name, t in tensors.items()}
@@ -53,29 +55,36 @@ class PolyCLTripletLoss(nn.Module):
     cross-entropy with target 0 over the logits [sim+, sim-]/t, which is finite for any M.
 
     Args:
-        temperature: t; None (default) uses 1/M, M being the batch size of each call.
+        temperature: t; None (default) uses 1/M, M being the batch size of each call. Pass it explicitly when a call
+            sees only part of a batch (one process's rows of a multi-process batch).
+        reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (one loss per triplet, shape [M]).
 
     Raises:
-        ValueError: temperature not > 0 (at construction); embeddings of different shapes, or not [M, D] (in forward).
+        ValueError: temperature not > 0 or an unknown reduction (at construction); embeddings of different shapes, or
+            not [M, D] (in forward).
 
     Example:
         >>> loss_fn = PolyCLTripletLoss()
         >>> loss = loss_fn(head(encoder(anchor)), head(encoder(positive)), head(encoder(negative)))
     """
 
-    def __init__(self, temperature: float | None = None):
+    def __init__(self, temperature: float | None = None, reduction: str = "mean"):
         super().__init__()
         _check_temperature(temperature, allow_none=True)
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}; got {reduction!r}.")
         self.temperature = None if temperature is None else float(temperature)
+        self.reduction = reduction
 
     def forward(self, z: Tensor, z_pos: Tensor, z_neg: Tensor) -> Tensor:
-        """Mean loss (scalar, float32) of embeddings of shape [M, D] each (anchor, positive, negative)."""
+        """Loss (float32; scalar, or [M] for ``reduction="none"``) of embeddings of shape [M, D] each (anchor,
+        positive, negative)."""
         cos_pos, cos_neg = triplet_cosines(z, z_pos, z_neg)
         temperature = 1.0 / z.shape[0] if self.temperature is None else self.temperature
         with torch.autocast(device_type=z.device.type, enabled=False):
             logits = torch.stack([cos_pos, cos_neg], dim=1) / temperature
             target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-            return F.cross_entropy(logits, target)
+            return F.cross_entropy(logits, target, reduction=self.reduction)
 
 
 class NTXentLoss(nn.Module):
@@ -105,9 +114,21 @@ class NTXentLoss(nn.Module):
         if m < 2:
             raise ValueError(f"NT-Xent needs at least 2 pairs (the other pairs are the negatives); got M = {m}. "
                              f"Use a batch size >= 2 (drop a last batch of 1).")
-        with torch.autocast(device_type=z1.device.type, enabled=False):
-            z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
-            logits = z @ z.T / self.temperature
-            logits = logits.masked_fill(torch.eye(2 * m, dtype=torch.bool, device=z.device), float("-inf"))
-            target = torch.cat([torch.arange(m, 2 * m), torch.arange(m)]).to(z.device)
-            return F.cross_entropy(logits, target)
+        z = torch.cat([z1, z2])
+        return nt_xent_row_losses(z, torch.arange(2 * m, device=z.device), self.temperature).mean()
+
+
+def nt_xent_row_losses(z: Tensor, rows: Tensor, temperature: float) -> Tensor:
+    """NT-Xent losses [R] (float32) of the embeddings ``z[rows]`` against all of ``z``.
+
+    ``z`` is [2M, D]: the first views of M images, then their second views (row i and row M + i: the same image);
+    ``rows`` are indices into it (a process of a multi-process run passes its own rows and the gathered ``z``, so
+    that every other image of the global batch is a negative). The mean over all 2M rows is :class:`NTXentLoss`.
+    """
+    two_m = z.shape[0]
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        unit = F.normalize(z.float(), dim=1)
+        logits = unit[rows] @ unit.T / temperature
+        own = torch.arange(two_m, device=z.device)[None, :] == rows[:, None]
+        logits = logits.masked_fill(own, float("-inf"))
+        return F.cross_entropy(logits, (rows + two_m // 2) % two_m, reduction="none")

@@ -21,15 +21,20 @@ def pretrain_entry(argv: Sequence[str] | None = None) -> None:
     """Console entry point: parse the arguments, run, print user errors as ``polycl_pretrain: error: ...`` (exit 2)."""
     parser = _parser()
     args = parser.parse_args(argv)
+    from nnunet_polycl.pretraining.launch import RankFailedError
+
     try:
         run_pretraining(
             args.d, plans_identifier=args.p, configuration=args.c, fold=args.f, strategy=args.strategy,
             labels=args.label, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
             temperature=args.temperature, embed_dim=args.embed_dim, slice_fraction=args.slice_fraction,
             device=args.device, continue_training=args.continue_training, seed=args.seed,
-            num_workers=args.num_workers, output_folder=args.output, overwrite=args.overwrite)
+            num_workers=args.num_workers, output_folder=args.output, overwrite=args.overwrite,
+            num_gpus=args.num_gpus, allow_cpu_ddp=args.allow_cpu_ddp)
     except PolyCLUserError as e:
         parser.exit(2, f"{PROG}: error: {e}\n")
+    except RankFailedError as e:
+        parser.exit(1, f"{PROG}: error: {e}\n")
     except KeyboardInterrupt:
         sys.exit(130)
 
@@ -62,11 +67,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="continue the run in the output folder from its latest checkpoint")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--num-workers", type=int, default=None,
-                   help="DataLoader worker processes (default: min(4, CPUs available); 0 = load in the main process)")
+                   help="DataLoader worker processes per training process (default: min(8, CPUs available / processes), "
+                        "at least 1; 0 = load in the main process)")
     p.add_argument("-o", "--output", default=None, metavar="FOLDER",
                    help="output folder (default: $nnUNet_results/DatasetXXX/PolyCL_<strategy>__<plans>__"
                         "<configuration>/fold_<fold>)")
     p.add_argument("--overwrite", action="store_true", help="start again, replacing a run in the output folder")
+    p.add_argument("-num_gpus", type=int, default=1,
+                   help="GPUs to train on, one process each (torch DDP, as nnUNetv2_train -num_gpus); the global "
+                        "--batch-size is split across them (default: 1). Under torchrun: torchrun's process count")
+    p.add_argument("--allow-cpu-ddp", action="store_true",
+                   help="allow -num_gpus > 1 with -device cpu (gloo; meant for tests, slower than one process)")
     return p
 
 
@@ -79,8 +90,9 @@ def run_pretraining(dataset: str | int, **settings: Any) -> str:
     Raises:
         PolyCLUserError: any invalid input (nothing is written in that case), a corrupted checkpoint on --c, or a
             diverging loss (the last good checkpoint is kept).
+        RankFailedError: a process of a multi-process run died (the last good checkpoint is kept).
         TypeError: an unknown setting name.
     """
-    from nnunet_polycl.pretraining.session import execute, prepare
+    from nnunet_polycl.pretraining.launch import run_request
 
-    return execute(prepare(PretrainRequest(dataset, **settings)))
+    return run_request(PretrainRequest(dataset, **settings))

@@ -6,9 +6,14 @@
 - Mixed precision: autocast (bf16 where supported, else fp16 with a gradient scaler) on CUDA only; losses and
   cosines in float32.
 - Each epoch ends with ``checkpoint_latest.pth`` written atomically (model = encoder + head, optimiser, scheduler,
-  scaler, completed epochs, metric history, RNG states, settings), a log line and ``progress.png``. The last epoch
-  also writes ``checkpoint_final.pth``.
-- A non-finite loss stops the run before the bad step is applied or saved: the previous epoch's checkpoint stays.
+  scaler, completed epochs, metric history, RNG states, settings), a log line and ``progress.png``, by rank 0 only in
+  a multi-process run. The last epoch also writes ``checkpoint_final.pth``.
+- No per-step host synchronisation: metrics accumulate on the device and are read every ``SYNC_EVERY`` steps and at
+  the end of each epoch (:mod:`.epoch_metrics`); only fp16's gradient scaler (GPUs without bf16) still checks its
+  gradients on the host every step. A non-finite loss stops the run at the next such read, before the
+  epoch's checkpoint: what is saved never saw it, and the previous epoch's checkpoint stays.
+- Multi-process runs (DDP, :mod:`.distributed`): every rank trains on its shard of each global batch
+  (:mod:`.sharding`) and the averaged gradient is that of the global batch's mean loss.
 """
 from __future__ import annotations
 
@@ -22,9 +27,13 @@ from torch import nn
 from tqdm import tqdm
 
 from nnunet_polycl.checkpoint import atomic_torch_save, capture_rng_state, restore_rng_state
+from nnunet_polycl.network import unwrap
 from nnunet_polycl.paths import PolyCLUserError
+from nnunet_polycl.pretraining.distributed import SINGLE_PROCESS, Ranks
+from nnunet_polycl.pretraining.epoch_metrics import SYNC_EVERY, EpochMetrics
 from nnunet_polycl.pretraining.progress import PLOT_FILE, RunLog, empty_history, epoch_line, plot_progress
-from nnunet_polycl.pretraining.settings import RESTART_EVERY_EPOCHS, PretrainSettings, method_name
+from nnunet_polycl.pretraining.settings import RESTART_EVERY_EPOCHS, PretrainSettings
+from nnunet_polycl.pretraining.sharding import BatchShard, ShardedBatchSampler
 from nnunet_polycl.pretraining.slice_data import make_loader
 from nnunet_polycl.pretraining.task import PretrainingTask
 
@@ -61,23 +70,26 @@ def new_state(model: nn.Module, lr: float, iterations_per_epoch: int, device: to
     return TrainState(model, optimizer, scheduler, scaler)
 
 
-def checkpoint_dict(state: TrainState, settings: PretrainSettings) -> dict:
-    """The content of ``checkpoint_latest.pth`` / ``checkpoint_final.pth``."""
+def checkpoint_dict(state: TrainState, settings: PretrainSettings, data: dict) -> dict:
+    """The content of ``checkpoint_latest.pth`` / ``checkpoint_final.pth``; ``data`` identifies what the run trains
+    on (``{"case_ids", "num_slices", "iterations_per_epoch"}``, compared on --c). Nothing in it depends on the number
+    of processes: the model is stored unwrapped, and the optimiser state is the same on every rank."""
     return {
         "epoch": state.epoch,
-        "model": {k: v.detach().cpu() for k, v in state.model.state_dict().items()},
+        "model": {k: v.detach().cpu() for k, v in unwrap(state.model).state_dict().items()},
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict(),
         "grad_scaler": None if state.scaler is None else state.scaler.state_dict(),
         "history": state.history,
         "rng": capture_rng_state(),
         "settings": settings.to_dict(),
+        "data": data,
     }
 
 
 def restore_state(state: TrainState, ckpt: dict) -> None:
     """Load a checkpoint written by :func:`checkpoint_dict` into ``state`` (and the global RNGs)."""
-    state.model.load_state_dict(ckpt["model"])
+    unwrap(state.model).load_state_dict(ckpt["model"])
     state.optimizer.load_state_dict(ckpt["optimizer"])
     state.scheduler.load_state_dict(ckpt["scheduler"])
     if state.scaler is not None and ckpt.get("grad_scaler") is not None:
@@ -95,21 +107,21 @@ def change_lr(state: TrainState, lr: float) -> None:
     state.scheduler.base_lrs = [lr] * len(state.optimizer.param_groups)
 
 
-def train_step(state: TrainState, task: PretrainingTask, batch: torch.Tensor,
-               device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One optimisation step on a whole batch; returns (loss, cos_pos, cos_neg), detached.
+def train_step(state: TrainState, task: PretrainingTask, batch: torch.Tensor, device: torch.device,
+               shard: BatchShard | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step on this process's ``shard`` of a global batch (default: the whole batch is ``batch``).
 
-    Raises:
-        FloatingPointError: the loss is not finite (the step is not applied).
+    Returns ``(loss share, metric sums)`` as device tensors (see :mod:`.objectives`); nothing waits for the device. A
+    non-finite loss is applied like any other: :class:`~.epoch_metrics.EpochMetrics` notices it at the next sync point.
     """
+    shard = shard or BatchShard.of(batch.shape[0] // task.objective.views)
     dtype = amp_dtype(device)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     state.optimizer.zero_grad(set_to_none=True)
     with autocast:
         z = state.model(batch)
-    loss, cos_pos, cos_neg = task.objective(z)
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"loss {loss.item()}")
+    share, sums = task.objective(z, shard)
+    loss = share * shard.world_size  # DDP averages the ranks' gradients; their shares add up to the batch's loss
     if state.scaler is not None:
         state.scaler.scale(loss).backward()
         state.scaler.step(state.optimizer)
@@ -118,36 +130,46 @@ def train_step(state: TrainState, task: PretrainingTask, batch: torch.Tensor,
         loss.backward()
         state.optimizer.step()
     state.scheduler.step()
-    return loss.detach(), cos_pos, cos_neg
+    return share.detach(), sums
 
 
-def run_epoch(state: TrainState, task: PretrainingTask, loader, device: torch.device, epochs: int) -> dict:
-    """Train one epoch (``state.epoch + 1``) and return its metrics; raises PolyCLUserError on a non-finite loss."""
+def run_epoch(state: TrainState, task: PretrainingTask, loader, device: torch.device, epochs: int,
+              ranks: Ranks = SINGLE_PROCESS) -> dict:
+    """Train one epoch (``state.epoch + 1``) and return its metrics over all ranks.
+
+    ``loader`` yields this rank's shards of ``task.sampler``'s global batches. The device is read every
+    :data:`SYNC_EVERY` steps (finiteness, the loss tqdm shows) and at the end of the epoch.
+
+    Raises:
+        PolyCLUserError: a non-finite loss (the caller has saved nothing of this epoch yet).
+    """
     epoch = state.epoch + 1
     task.sampler.set_epoch(state.epoch)
     state.model.train()
-    sums = torch.zeros(5, dtype=torch.float64)  # loss * M, sum cos+, sum cos-, correct, triplets
-    slices, lr, start = 0, float("nan"), time.perf_counter()
+    metrics = EpochMetrics(device, ranks)
+    lr, start = float("nan"), time.perf_counter()
     with tqdm(loader, total=len(task.sampler), desc=f"Epoch {epoch}/{epochs}", unit="batch", leave=False,
-              mininterval=1.0) as bar:
+              mininterval=1.0, disable=not ranks.is_main) as bar:
         for step, batch in enumerate(bar):
-            batch = batch.to(device, non_blocking=True)
+            begin, end = task.sampler.bounds[step]
+            shard = BatchShard.of(end - begin, ranks.rank, ranks.world_size)
             lr = state.optimizer.param_groups[0]["lr"]  # the learning rate this step uses
-            try:
-                loss, cos_pos, cos_neg = train_step(state, task, batch, device)
-            except FloatingPointError as e:
-                raise diverged_error(state, step + 1, str(e)) from None
-            m = batch.shape[0] // task.objective.views
-            sums += torch.stack([loss * m, cos_pos.sum(), cos_neg.sum(), (cos_pos > cos_neg).sum(),
-                                 torch.tensor(cos_pos.numel(), device=loss.device)]).double().cpu()
-            slices += batch.shape[0]
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            share, sums = train_step(state, task, batch.to(device, non_blocking=True), device, shard)
+            metrics.add(step, share, sums, shard, task.objective.implied_triplets(shard.size))
+            if (step + 1) % SYNC_EVERY == 0:
+                _check_finite(state, metrics)
+                bar.set_postfix(loss=f"{metrics.mean_loss():.4f}")
+    _check_finite(state, metrics)
+    totals = metrics.totals()
     seconds = time.perf_counter() - start
-    n_triplets = max(sums[4].item(), 1.0)
-    return {"loss": sums[0].item() / max(task.sampler.num_items, 1),
-            "cos_pos": sums[1].item() / n_triplets, "cos_neg": sums[2].item() / n_triplets,
-            "accuracy": sums[3].item() / n_triplets, "slices_per_s": slices / seconds, "epoch_time_s": seconds,
-            "lr": lr}
+    views = task.objective.views
+    return {**totals, "slices_per_s": views * metrics.items / seconds, "epoch_time_s": seconds, "lr": lr}
+
+
+def _check_finite(state: TrainState, metrics: EpochMetrics) -> None:
+    step = metrics.first_non_finite_step()
+    if step is not None:
+        raise diverged_error(state, step, "loss")
 
 
 def diverged_error(state: TrainState, iteration: int, what: str) -> PolyCLUserError:
@@ -163,18 +185,35 @@ def diverged_error(state: TrainState, iteration: int, what: str) -> PolyCLUserEr
     )
 
 
-def train(state: TrainState, task: PretrainingTask, settings: PretrainSettings, folder: str, log: RunLog,
-          device: torch.device) -> None:
-    """Train from ``state.epoch`` up to ``settings.epochs``, checkpointing and logging after every epoch."""
-    loader = make_loader(task.dataset, task.sampler, settings.num_workers, device)
-    title = f"{method_name(settings.strategy)} {settings.dataset_name} fold {settings.fold}"
+@dataclass
+class EpochOutputs:
+    """What rank 0 writes after every epoch into ``folder``: checkpoint, log line, plot."""
+
+    folder: str
+    log: RunLog
+    title: str
+    data: dict  # what the run trains on (see checkpoint_dict)
+
+    def write(self, state: TrainState, settings: PretrainSettings, metrics: dict, task: PretrainingTask) -> None:
+        atomic_torch_save(checkpoint_dict(state, settings, self.data), os.path.join(self.folder, LATEST_CHECKPOINT))
+        self.log(epoch_line(state.epoch, settings.epochs, metrics))
+        if task.triplet_sampler is not None and task.triplet_sampler.fallbacks:
+            self.log(f"Epoch {state.epoch}: anchors served by a fallback: {task.triplet_sampler.fallbacks}")
+        plot_progress(state.history, os.path.join(self.folder, PLOT_FILE), self.title)
+
+
+def train(state: TrainState, task: PretrainingTask, settings: PretrainSettings, device: torch.device,
+          outputs: EpochOutputs | None, ranks: Ranks = SINGLE_PROCESS) -> None:
+    """Train from ``state.epoch`` up to ``settings.epochs``; after every epoch ``outputs`` (rank 0's; None on the
+    other ranks) checkpoints, logs and plots. On CUDA, cuDNN picks its fastest kernels (``cudnn.benchmark``)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    batches = ShardedBatchSampler(task.sampler, ranks.rank, ranks.world_size) if ranks.distributed else task.sampler
+    loader = make_loader(task.dataset, batches, settings.num_workers, device)
     while state.epoch < settings.epochs:
-        metrics = run_epoch(state, task, loader, device, settings.epochs)
+        metrics = run_epoch(state, task, loader, device, settings.epochs, ranks)
         state.epoch += 1
         for key, value in metrics.items():
             state.history[key].append(value)
-        atomic_torch_save(checkpoint_dict(state, settings), os.path.join(folder, LATEST_CHECKPOINT))
-        log(epoch_line(state.epoch, settings.epochs, metrics))
-        if task.triplet_sampler is not None and task.triplet_sampler.fallbacks:
-            log(f"Epoch {state.epoch}: anchors served by a fallback: {task.triplet_sampler.fallbacks}")
-        plot_progress(state.history, os.path.join(folder, PLOT_FILE), title)
+        if outputs is not None:
+            outputs.write(state, settings, metrics, task)

@@ -20,9 +20,19 @@ from nnunet_polycl.paths import (
     default_pretraining_folder,
     resolve_dataset_name,
 )
+from nnunet_polycl.pretraining.distributed import (
+    SINGLE_PROCESS,
+    Ranks,
+    barrier,
+    check_batches_divide,
+    check_process_count,
+    requested_world_size,
+    wrap_model,
+)
 from nnunet_polycl.pretraining.loop import (
     FINAL_CHECKPOINT,
     LATEST_CHECKPOINT,
+    EpochOutputs,
     TrainState,
     change_lr,
     checkpoint_dict,
@@ -38,6 +48,7 @@ from nnunet_polycl.pretraining.outputs import (
 )
 from nnunet_polycl.pretraining.progress import RunLog
 from nnunet_polycl.pretraining.settings import PretrainRequest, PretrainSettings, check_resumable, method_name
+from nnunet_polycl.pretraining.sharding import smallest_batch
 from nnunet_polycl.pretraining.slice_data import default_num_workers
 from nnunet_polycl.pretraining.task import PretrainingTask, build_task
 from nnunet_polycl.slice_index import SliceIndex, build_slice_index, resolve_labels
@@ -60,6 +71,13 @@ class PreparedRun:
     continue_training: bool = False
     resume: dict | None = None
     resume_file: str | None = None
+    world_size: int = 1  # processes of a DDP run
+
+    @property
+    def data(self) -> dict:
+        """What the run trains on, stored in its checkpoints and compared on --c."""
+        return {"case_ids": list(self.index.case_ids), "num_slices": len(self.index),
+                "iterations_per_epoch": len(self.task.sampler)}
 
     @property
     def finished(self) -> bool:
@@ -92,13 +110,15 @@ def _check_numbers(req: PretrainRequest) -> None:
         (not 0 < req.slice_fraction <= 1,
          f"--slice-fraction must be in (0, 1] (got {req.slice_fraction}; 0.3 = middle 30%)"),
         (req.num_workers is not None and req.num_workers < 0, f"--num-workers must be >= 0 (got {req.num_workers})"),
+        (req.num_gpus < 1, f"-num_gpus must be >= 1 (got {req.num_gpus})"),
     ) if bad]
     if problems:
         raise PolyCLUserError("; ".join(problems) + ".")
 
 
-def _resume_checkpoint(folder: str, settings: PretrainSettings) -> tuple[dict | None, str | None]:
-    """The checkpoint --c continues from (latest, else final), checked against ``settings``; (None, None) if none."""
+def _resume_checkpoint(folder: str, settings: PretrainSettings, data: dict) -> tuple[dict | None, str | None]:
+    """The checkpoint --c continues from (latest, else final), checked against ``settings`` and ``data``; (None,
+    None) if none."""
     for name in (LATEST_CHECKPOINT, FINAL_CHECKPOINT):
         path = join(folder, name)
         if isfile(path):
@@ -109,6 +129,7 @@ def _resume_checkpoint(folder: str, settings: PretrainSettings) -> tuple[dict | 
                 raise PolyCLUserError(f"{path} is not a polycl_pretrain checkpoint (missing {missing}). Start again "
                                       f"with --overwrite.")
             check_resumable(ckpt["settings"], settings, path)
+            _check_same_data(ckpt.get("data"), data, path)
             return ckpt, path
     return None, None
 
@@ -122,6 +143,8 @@ def prepare(req: PretrainRequest) -> PreparedRun:
         raise PolyCLUserError(f"--label chooses the organ for strategies O and M; strategy {req.strategy} uses no "
                               f"labels. Drop --label or use -s O / -s M.")
     torch_device = resolve_device(req.device)
+    world_size = requested_world_size(req.num_gpus)
+    check_process_count(world_size, req.device, req.allow_cpu_ddp)
     ctx = load_plans_context(resolve_dataset_name(req.dataset), req.plans_identifier, req.configuration)
     fold = parse_fold(req.fold)
     train_ids, val_ids = training_cases(ctx, fold, write_missing=False)
@@ -131,51 +154,91 @@ def prepare(req: PretrainRequest) -> PreparedRun:
         ctx.dataset_name, req.plans_identifier, req.configuration, fold, req.strategy,
         None if not req.labels else tuple(str(x) for x in req.labels), label_values, req.epochs, req.batch_size,
         req.lr, float(req.temperature) if req.temperature is not None else 1.0 / req.batch_size, req.embed_dim,
-        req.slice_fraction, req.seed, default_num_workers() if req.num_workers is None else req.num_workers,
+        req.slice_fraction, req.seed, default_num_workers(world_size) if req.num_workers is None else req.num_workers,
         req.device)
     task = build_task(ctx, index, req.strategy, req.batch_size, settings.temperature, req.seed)
+    check_batches_divide(world_size, req.batch_size, smallest_batch(task.sampler),
+                         "slices" if req.strategy == "simclr" else "triplets")
     folder = os.path.abspath(req.output_folder or default_pretraining_folder(
         ctx.dataset_name, req.strategy, req.plans_identifier, req.configuration, fold))
     check_output_folder(folder, req.continue_training, req.overwrite)
     run = PreparedRun(settings, ctx, train_ids, val_ids, index, task, folder, torch_device, req.overwrite,
-                      req.continue_training)
+                      req.continue_training, world_size=world_size)
     if req.continue_training:
-        run.resume, run.resume_file = _resume_checkpoint(folder, settings)
+        run.resume, run.resume_file = _resume_checkpoint(folder, settings, run.data)
     return run
 
 
-def execute(run: PreparedRun) -> str:
-    """Create the output folder, train from scratch or from the checkpoint, write the final outputs."""
+def execute(run: PreparedRun, ranks: Ranks = SINGLE_PROCESS) -> str:
+    """Create the output folder, train from scratch or from the checkpoint, write the final outputs.
+
+    In a multi-process run every rank calls it (in its process group); rank 0 alone writes and logs.
+    """
     s = run.settings
     if run.finished:
-        print(f"{run.folder} holds a finished run ({run.resume['epoch']} epochs); nothing to do. To train longer, "
-              f"pass --c with --epochs greater than {run.resume['epoch']}.", flush=True)
+        if ranks.is_main:
+            print(f"{run.folder} holds a finished run ({run.resume['epoch']} epochs); nothing to do. To train longer, "
+                  f"pass --c with --epochs greater than {run.resume['epoch']}.", flush=True)
         return run.folder
-    training_cases(run.ctx, s.fold)  # writes nnU-Net's split file when missing, pinning the split used here
-    os.makedirs(run.folder, exist_ok=True)
-    if run.overwrite:
-        remove_run_files(run.folder)
-    log = RunLog(run.folder)
-    atomic_write_json(config_record(s, run.ctx, run.train_ids, run.val_ids, len(run.index), len(run.task.sampler)),
-                      join(run.folder, PRETRAINING_CONFIG_FILE))
+    log = _start_outputs(run, ranks) if ranks.is_main else _silent
+    barrier(ranks)  # the other ranks start once rank 0 has set up the folder
     seed_everything(s.seed)
     model = ContrastiveEncoder(encoder_of(build_plans_network(run.ctx)), s.embed_dim).to(run.device)
     state = new_state(model, s.lr, len(run.task.sampler), run.device)
+    processes = f" x {ranks.world_size} processes (DDP)" if ranks.distributed else ""
     log(f"{method_name(s.strategy)} pre-training of {s.dataset_name} ({s.plans_identifier}, {s.configuration}, "
         f"fold {s.fold}): {len(run.train_ids)} training cases, {len(run.index)} slices ({int(run.index.organ.sum())} "
-        f"with the organ), {len(run.task.sampler)} batches of {s.batch_size} per epoch, device {run.device}, output "
-        f"{run.folder}")
+        f"with the organ), {len(run.task.sampler)} batches of {s.batch_size} per epoch, device {run.device}"
+        f"{processes}, output {run.folder}")
     _resume(run, state, log)
+    state.model = wrap_model(model, ranks, run.device)
+    title = f"{method_name(s.strategy)} {s.dataset_name} fold {s.fold}"
+    outputs = EpochOutputs(run.folder, log, title, run.data) if ranks.is_main else None
     try:
-        train(state, run.task, s, run.folder, log, run.device)
+        train(state, run.task, s, run.device, outputs, ranks)
     except PolyCLUserError as e:
         log(f"ERROR: {e}")
         raise
-    encoder_state = {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()}
-    weights = write_pretrained_weights(run.folder, run.ctx, encoder_state, s, state.epoch, run.index.case_ids)
-    atomic_torch_save(checkpoint_dict(state, s), join(run.folder, FINAL_CHECKPOINT))
-    log(f"Finished: {state.epoch} epochs done. Encoder weights for fine-tuning: {weights}")
+    if ranks.is_main:
+        encoder_state = {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()}
+        weights = write_pretrained_weights(run.folder, run.ctx, encoder_state, s, state.epoch, run.index.case_ids)
+        atomic_torch_save(checkpoint_dict(state, s, run.data), join(run.folder, FINAL_CHECKPOINT))
+        log(f"Finished: {state.epoch} epochs done. Encoder weights for fine-tuning: {weights}")
     return run.folder
+
+
+def _start_outputs(run: PreparedRun, ranks: Ranks) -> RunLog:
+    """Rank 0: pin the split, create (or clear, for --overwrite) the folder, write config.json; returns the log."""
+    training_cases(run.ctx, run.settings.fold)  # writes nnU-Net's split file when missing, pinning the split used
+    os.makedirs(run.folder, exist_ok=True)
+    if run.overwrite:
+        remove_run_files(run.folder)
+    record = config_record(run.settings, run.ctx, run.train_ids, run.val_ids, len(run.index), len(run.task.sampler))
+    atomic_write_json({**record, "processes": ranks.world_size}, join(run.folder, PRETRAINING_CONFIG_FILE))
+    return RunLog(run.folder)
+
+
+def _silent(*parts: object) -> None:
+    """The log of ranks other than 0: they print and write nothing."""
+
+
+def _check_same_data(saved: dict | None, now: dict, checkpoint_file: str) -> None:
+    """Refuse --c when the checkpoint was trained on other cases or another slice index (checkpoints from before
+    this record existed are not checked)."""
+    if saved is None or saved == now:
+        return
+    changed = [f"{key}: checkpoint {_short(saved.get(key))}, now {_short(now[key])}" for key in now
+               if saved.get(key) != now[key]]
+    raise PolyCLUserError(
+        f"Cannot continue {checkpoint_file}: it was trained on other data ({'; '.join(changed)}). The dataset, its "
+        f"preprocessing or the chosen cases changed since. Start again with --overwrite, or choose a new folder "
+        f"with -o.")
+
+
+def _short(value: object) -> str:
+    if isinstance(value, list) and len(value) > 4:
+        return f"{len(value)} cases {value[:2]} ... {value[-1:]}"
+    return repr(value)
 
 
 def _resume(run: PreparedRun, state: TrainState, log: RunLog) -> None:

@@ -42,6 +42,8 @@ class PretrainRequest:
     num_workers: int | None = None
     output_folder: str | None = None
     overwrite: bool = False
+    num_gpus: int = 1  # processes (one per GPU, torch DDP); under torchrun, torchrun's world size
+    allow_cpu_ddp: bool = False  # several processes with -device cpu (gloo): for tests
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ each slice is read at the larger initial patch size, so that rotated views have 
 transform crops the view to the patch size. Both views start from the same already-normalised slice (nnU-Net's
 preprocessing), so they are normalised identically; they differ only by their random augmentation.
 
-Augmentation randomness is seeded per batch from (seed, epoch, batch number), independently of the number of
-DataLoader workers, and never disturbs the global RNG of the process that builds the batch.
+Augmentation randomness is seeded per slice from (seed, epoch, slice row), independently of the number of DataLoader
+workers and of how a batch is split across the processes of a multi-process run, and never disturbs the global RNG
+of the process that builds the batch.
 """
 from __future__ import annotations
 
@@ -78,11 +79,11 @@ class SimCLRViewBatches(Dataset):
         if rows.ndim != 1:
             raise ValueError(f"SimCLRViewBatches expects rows of shape [M], got {rows.shape}")
         first, second = [], []
-        seed = int(np.random.SeedSequence([self.seed, request.epoch, request.number]).generate_state(1)[0])
-        with isolated_rng(seed):
-            for r in rows:
-                scan, z = int(self.scan[r]), int(self.z[r])
-                image, seg = self.slices.image(scan, z), self.slices.segmentation(scan, z)
+        for r in rows:
+            scan, z = int(self.scan[r]), int(self.z[r])
+            image, seg = self.slices.image(scan, z), self.slices.segmentation(scan, z)
+            seed = int(np.random.SeedSequence([self.seed, request.epoch, int(r)]).generate_state(1)[0])
+            with isolated_rng(seed):
                 first.append(self._view(image, seg))
                 second.append(self._view(image, seg))
         return torch.stack(first + second)

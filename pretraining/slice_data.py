@@ -145,13 +145,13 @@ class EpochBatchSampler(Sampler):
             yield BatchRequest(self.epoch, number, items[start:stop])
 
 
-def default_num_workers() -> int:
-    """min(4, number of CPUs available to this process)."""
+def default_num_workers(processes: int = 1) -> int:
+    """Workers per training process: min(8, CPUs available / ``processes``), at least 1."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(4, cpus))
+    return max(1, min(8, cpus // processes))
 
 
-def make_loader(dataset: Dataset, sampler: EpochBatchSampler, num_workers: int, device: torch.device) -> DataLoader:
+def make_loader(dataset: Dataset, sampler: Sampler, num_workers: int, device: torch.device) -> DataLoader:
     """DataLoader over whole-batch items: persistent workers, 4 batches prefetched per worker, pinned memory on CUDA."""
     extra = {"persistent_workers": True, "prefetch_factor": 4} if num_workers > 0 else {}
     return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers,

@@ -33,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, description="Benchmark PolyCL on a preprocessed dataset: (1) pure compute of a pre-training step "
         "on random tensors, (2) the pre-training data path alone, (3) the pre-training loop end to end, (4) "
-        "fine-tuning iterations/s of nnUNetTrainerPolyCL against nnUNetTrainer. Prints a table, writes JSON.")
+        "fine-tuning iterations/s of nnUNetTrainerPolyCL against nnUNetTrainer, (5) multi-process scaling of the loop. "
+        "Prints a table, writes JSON.")
     p.add_argument("-d", default=str(DEMO_DATASET), metavar="DATASET",
                    help=f"dataset id or name, preprocessed for 2d (default: the demo dataset {DEMO_DATASET})")
     p.add_argument("-p", default="nnUNetPlans", metavar="PLANS", help="plans identifier (default: nnUNetPlans)")
@@ -50,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="warm-up steps of the pre-training figures before timing (default: 1; fine-tuning: 2 "
                         "iterations after draining the batches nnU-Net's augmentation workers hold ready)")
     p.add_argument("--num-workers", type=int, default=None,
-                   help="pre-training DataLoader workers (default: polycl_pretrain's, min(4, CPUs))")
+                   help="pre-training DataLoader workers (default: polycl_pretrain's, min(8, CPUs))")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads of the benchmark process (default: torch's, one per core). On a machine "
                         "shared with other work, 1 gives far steadier CPU timings")
@@ -63,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--patch", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="also measure pure compute (and its peak memory) on random H x W slices, e.g. 256 256")
     p.add_argument("--no-finetuning", action="store_true", help="skip figure 4 (fine-tuning)")
+    p.add_argument("--ddp-processes", type=int, default=None, metavar="N",
+                   help="figure 5, multi-process scaling of the loop: N processes against one (default: 2 on the CPU, "
+                        "with gloo; every visible GPU on CUDA, skipped with fewer than 2; 0 skips it)")
     p.add_argument("--tiny", action="store_true",
                    help="seconds-long smoke run (batch 4, 2 repeats of 1 step); explicit options still apply")
     p.add_argument("-o", "--output", default=None, metavar="FILE",
@@ -79,7 +83,7 @@ def _settings(args: argparse.Namespace) -> BenchmarkSettings:
         device=args.device, num_workers=args.num_workers, threads=args.threads,
         patch=tuple(args.patch) if args.patch else None,
         model=ModelOptions(channels_last=args.channels_last, compile=args.compile, cpu_bf16=args.cpu_bf16),
-        finetuning=not args.no_finetuning, **{k: given[k] for k in explicit})
+        finetuning=not args.no_finetuning, ddp_processes=args.ddp_processes, **{k: given[k] for k in explicit})
     return tiny_settings(settings, explicit) if args.tiny else settings
 
 

@@ -5,9 +5,12 @@ import os
 from datetime import datetime
 from os.path import join
 
+import torch
+
 from nnunet_polycl.benchmark.figures import finetuning_figures, patch_figure, pretraining_figures
 from nnunet_polycl.benchmark.pretraining_workloads import prepare_pretraining
 from nnunet_polycl.benchmark.report import format_table, headline, load_average, machine_info
+from nnunet_polycl.benchmark.scaling import default_processes, scaling_figure
 from nnunet_polycl.benchmark.settings import BenchmarkSettings
 from nnunet_polycl.checkpoint import atomic_write_json, seed_everything
 from nnunet_polycl.paths import PRETRAINED_WEIGHTS_FILE
@@ -28,10 +31,15 @@ def measure(s: BenchmarkSettings, scratch: str, log_file: str) -> dict:
     say(f"{run.ctx.dataset_name} ({s.plans_identifier}, {s.configuration}, fold {run.settings.fold}), strategy "
         f"{s.strategy}, device {run.device}, patch {list(run.ctx.patch_size)}")
     os.makedirs(weights_folder, exist_ok=True)
-    figures = {}
-    if s.patch is not None:  # first, while nothing else is in memory
-        figures["compute_at_patch"] = patch_figure(run, s, say)
-    figures.update(pretraining_figures(run, s, weights_folder if s.finetuning else None, say))
+    figures, benchmark_mode = {}, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = run.device.type == "cuda"  # as polycl_pretrain's loop sets it
+    try:
+        if s.patch is not None:  # first, while nothing else is in memory
+            figures["compute_at_patch"] = patch_figure(run, s, say)
+        figures.update(pretraining_figures(run, s, weights_folder if s.finetuning else None, say))
+    finally:
+        torch.backends.cudnn.benchmark = benchmark_mode
+    figures["multi_process"] = _multi_process_figure(s, figures["end_to_end"]["steps_per_repeat"], scratch)
     if s.finetuning:
         figures["finetuning"] = finetuning_figures(run, s, join(weights_folder, PRETRAINED_WEIGHTS_FILE), scratch,
                                                    log_file, say)
@@ -42,6 +50,18 @@ def measure(s: BenchmarkSettings, scratch: str, log_file: str) -> dict:
         "machine": {**machine_info(run.device), "load_average_start": load_start, "load_average_end": load_average()},
         "figures": figures, "headline": headline(figures),
     }
+
+
+def _multi_process_figure(s: BenchmarkSettings, steps: int, scratch: str) -> dict:
+    """Figure 5, or why it was skipped."""
+    processes = s.ddp_processes if s.ddp_processes is not None else default_processes(s.device)
+    if processes < 2:
+        reason = "--ddp-processes 0" if s.ddp_processes is not None else f"{processes} GPU visible"
+        say(f"Multi-process figure skipped ({reason}; it needs 2 or more processes)")
+        return {"skipped": f"{reason}; the figure needs 2 or more processes"}
+    if s.device == "cuda":
+        torch.cuda.empty_cache()  # rank 0 shares GPU 0 with this process
+    return scaling_figure(s, processes, steps, join(scratch, "scaling"), say)
 
 
 def write_result(result: dict, output: str) -> None:

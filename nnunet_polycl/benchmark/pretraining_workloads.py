@@ -5,7 +5,8 @@
 - :class:`DataPathWorkload` (figure 2): the real slice index, triplet sampler, ``TripletBatches`` dataset and
   ``make_loader`` DataLoader (workers, prefetching, pinned memory on CUDA) producing batches and copying them to the
   device with ``non_blocking=True``, as the loop does; no model.
-- :class:`EndToEndWorkload` (figure 3): ``pretraining.loop.run_epoch``, the loop itself, over such a loader.
+- :class:`EndToEndWorkload` (figure 3): ``pretraining.loop.run_epoch``, the loop itself, over such a loader; in one
+  rank of a multi-process run (figure 5) over the rank's shards of the global batches, with the model in DDP.
 
 Everything comes from ``pretraining.session.prepare`` (the function ``polycl_pretrain`` calls), so the index,
 sampler, dataset, objective and settings are those of a real run. The loader workloads draw their batches from an
@@ -23,9 +24,11 @@ import torch
 
 from nnunet_polycl.heads import ContrastiveEncoder
 from nnunet_polycl.network import build_plans_network, encoder_of, unwrap
+from nnunet_polycl.pretraining.distributed import SINGLE_PROCESS, Ranks, wrap_model
 from nnunet_polycl.pretraining.loop import TrainState, new_state, run_epoch, train_step
 from nnunet_polycl.pretraining.session import PreparedRun, prepare
 from nnunet_polycl.pretraining.settings import PretrainRequest
+from nnunet_polycl.pretraining.sharding import ShardedBatchSampler
 from nnunet_polycl.pretraining.slice_data import BatchRequest, EpochBatchSampler, make_loader
 from nnunet_polycl.pretraining.task import PretrainingTask
 
@@ -111,14 +114,16 @@ def items_from_epochs(make_epoch, first_epoch: int, count: int) -> np.ndarray:
 
 
 class _LoaderWorkload:
-    """The run's dataset behind ``make_loader``; its epochs have ``batches`` full batches (a unit is one epoch)."""
+    """The run's dataset behind ``make_loader``; its epochs have ``batches`` full batches (a unit is one epoch). In a
+    multi-process run the loader serves this rank's shards of them."""
 
-    def __init__(self, run: PreparedRun, name: str, batches: int):
+    def __init__(self, run: PreparedRun, name: str, batches: int, ranks: Ranks = SINGLE_PROCESS):
         self.name = name
-        self.task, self.device = run.task, run.device
+        self.task, self.device, self.ranks = run.task, run.device, ranks
         self.steps_per_unit, self.items_per_step = batches, run.settings.batch_size
         self.sampler = EpochBatchSampler(self._items, batches * run.settings.batch_size, run.settings.batch_size)
-        self.loader = make_loader(run.task.dataset, self.sampler, run.settings.num_workers, run.device)
+        shards = ShardedBatchSampler(self.sampler, ranks.rank, ranks.world_size) if ranks.distributed else self.sampler
+        self.loader = make_loader(run.task.dataset, shards, run.settings.num_workers, run.device)
         self.epoch = 0
 
     def _items(self, epoch: int) -> np.ndarray:
@@ -144,11 +149,12 @@ class DataPathWorkload(_LoaderWorkload):
 
 
 class EndToEndWorkload(_LoaderWorkload):
-    """``run_epoch``, the pre-training loop, over the loader's epochs of ``batches`` steps."""
+    """``run_epoch``, the pre-training loop, over the loader's epochs of ``batches`` steps (of this rank's shards)."""
 
-    def __init__(self, run: PreparedRun, options: ModelOptions, batches: int):
-        super().__init__(run, "end to end", batches)
+    def __init__(self, run: PreparedRun, options: ModelOptions, batches: int, ranks: Ranks = SINGLE_PROCESS):
+        super().__init__(run, "end to end", batches, ranks)
         self.state = new_train_state(run, options)
+        self.state.model = wrap_model(self.state.model, ranks, run.device)
         self.task_view = PretrainingTask(run.task.dataset, self.sampler, run.task.objective, run.task.triplet_sampler)
         self.options = options
 
@@ -156,7 +162,7 @@ class EndToEndWorkload(_LoaderWorkload):
         with precision(self.options, self.device):
             for _ in range(units):
                 self.state.epoch = self.epoch
-                run_epoch(self.state, self.task_view, self.loader, self.device, self.epoch + 1)
+                run_epoch(self.state, self.task_view, self.loader, self.device, self.epoch + 1, self.ranks)
                 self.epoch += 1
 
     def encoder_state(self) -> dict[str, torch.Tensor]:

@@ -9,8 +9,8 @@ import torch
 
 from nnunet_polycl.benchmark.stats import paired_ratio, ratio
 
-# Targets of the performance issue (stated for the CPU): the data path must be this many times faster than the
-# compute, and the end-to-end loop must reach this share of the pure compute speed.
+# Targets of the performance issues: the data path must be this many times faster than the compute, and the
+# end-to-end loop must reach this share of the pure compute speed. The multi-process scaling efficiency has none.
 TARGETS = {"data_path_over_compute": 3.0, "end_to_end_over_compute": 0.95}
 GIB = 1024 ** 3
 BUDGET_8GB_BYTES = 8 * GIB
@@ -68,6 +68,8 @@ def headline(figures: dict) -> dict:
     if "finetuning" in figures:
         ft = figures["finetuning"]
         ratios["finetuning_polycl_over_stock"] = ratio(ft["polycl"]["median"], ft["stock"]["median"])
+    if "scaling_efficiency" in figures.get("multi_process", {}):
+        ratios["multi_process_scaling_efficiency"] = figures["multi_process"]["scaling_efficiency"]
     met = {name: ratios[name] >= target for name, target in TARGETS.items()}
     return {"ratios": ratios, "targets": TARGETS, "targets_met": met}
 
@@ -89,6 +91,16 @@ def _row(label: str, figure: dict, per_repeat: str) -> str:
             f"{figure['steps_per_repeat']:>6} {per_repeat:<11}{_memory(figure):>12}")
 
 
+def _multi_process_rows(figure: dict | None) -> list[str]:
+    if figure is None:
+        return []
+    if "skipped" in figure:
+        return [f"{'5 multi-process':<42}skipped: {figure['skipped']}"]
+    n, backend = figure["processes"], figure["backend"]
+    return [_row(f"5 multi-process, 1 process ({backend})", figure["one_process"], "steps"),
+            _row(f"5 multi-process, {n} processes ({backend})", figure["n_processes"], "steps")]
+
+
 def format_table(result: dict) -> str:
     """The human-readable table: one row per figure, then the ratios."""
     f, s = result["figures"], result["settings"]
@@ -101,6 +113,7 @@ def format_table(result: dict) -> str:
         lines += [_row(f"4 fine-tuning {f['finetuning']['stock']['trainer']}", f["finetuning"]["stock"], "iterations"),
                   _row(f"4 fine-tuning {f['finetuning']['polycl']['trainer']}", f["finetuning"]["polycl"],
                        "iterations")]
+    lines += _multi_process_rows(f.get("multi_process"))
     if "compute_at_patch" in f:
         p = f["compute_at_patch"]
         lines.append(_row(f"  compute at {p['patch_size'][0]}x{p['patch_size'][1]}", p, "steps"))

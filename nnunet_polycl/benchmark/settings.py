@@ -37,6 +37,7 @@ class BenchmarkSettings:
     repeat_seconds: float = REPEAT_SECONDS
     data_repeat_seconds: float = DATA_REPEAT_SECONDS
     tiny: bool = False
+    ddp_processes: int | None = None  # figure 5; None: 2 on the CPU, every visible GPU on CUDA; 0 or 1: skipped
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,6 +46,12 @@ class BenchmarkSettings:
 def tiny_settings(settings: BenchmarkSettings, explicit: set[str]) -> BenchmarkSettings:
     """``settings`` with the tiny mode's values for every field in :data:`TINY` not in ``explicit``."""
     return replace(settings, tiny=True, **{k: v for k, v in TINY.items() if k not in explicit})
+
+
+def _visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def check_settings(s: BenchmarkSettings) -> None:
@@ -57,6 +64,9 @@ def check_settings(s: BenchmarkSettings) -> None:
         (s.num_workers is not None and s.num_workers < 0, f"--num-workers must be >= 0 (got {s.num_workers})"),
         (s.threads is not None and s.threads < 1, f"--threads must be >= 1 (got {s.threads})"),
         (s.patch is not None and min(s.patch) < 8, f"--patch sizes must be >= 8 (got {s.patch})"),
+        (s.ddp_processes is not None and s.ddp_processes < 0, f"--ddp-processes must be >= 0 (got {s.ddp_processes})"),
+        (s.device == "cuda" and (s.ddp_processes or 0) > max(1, _visible_gpus()),
+         f"--ddp-processes {s.ddp_processes} needs as many GPUs, {_visible_gpus()} visible"),
     ) if bad]
     if problems:
         raise PolyCLUserError("; ".join(problems) + ".")

@@ -81,6 +81,7 @@ def test_steps_longer_than_an_epoch_continue_with_the_next_epochs():
     (["--repeats", "0"], "--repeats must be >= 1"),
     (["--steps", "0", "--batch-size", "0"], "--batch-size must be >= 1 (got 0); --steps must be >= 1"),
     (["--patch", "4", "256", "--threads", "0"], "--threads must be >= 1 (got 0); --patch sizes must be >= 8"),
+    (["--ddp-processes", "-1"], "--ddp-processes must be >= 0 (got -1)"),
 ])
 def test_bad_numbers_are_rejected_before_any_work(args, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -114,11 +115,21 @@ def test_tiny_benchmark_reports_every_figure(demo_env, tmp_path, capsys):
     assert figures["finetuning"]["stock"]["trainer"] == "nnUNetTrainer"
     assert figures["finetuning"]["polycl"]["trainer"] == "nnUNetTrainerPolyCL"
     assert figures["compute"]["peak_memory_bytes"] > 0
+    multi = figures["multi_process"]  # figure 5: 1 against 2 gloo processes, each with the same per-process batch
+    assert multi["processes"] == 2 and multi["backend"] == "gloo" and multi["per_process_batch"] == 4
+    _check_figure(multi["one_process"], "triplets/s", repeats)
+    _check_figure(multi["n_processes"], "triplets/s", repeats)
+    assert multi["n_processes"]["items_per_repeat"] == 2 * multi["one_process"]["items_per_repeat"]
+    assert multi["scaling_efficiency"] == pytest.approx(paired_ratio(  # repeats of both ran interleaved
+        multi["n_processes"]["per_repeat"], [2 * r for r in multi["one_process"]["per_repeat"]]))
     ratios = result["headline"]["ratios"]
-    assert set(ratios) == {"data_path_over_compute", "end_to_end_over_compute", "finetuning_polycl_over_stock"}
+    assert set(ratios) == {"data_path_over_compute", "end_to_end_over_compute", "finetuning_polycl_over_stock",
+                           "multi_process_scaling_efficiency"}
     assert all(math.isfinite(v) and v > 0 for v in ratios.values())
     for row in ("1 pure compute", "2 data path", "3 end to end", "4 fine-tuning nnUNetTrainerPolyCL",
-                "ratio data path over compute", "ratio end to end over compute", "ratio finetuning polycl over stock"):
+                "ratio data path over compute", "ratio end to end over compute", "ratio finetuning polycl over stock",
+                "5 multi-process, 1 process (gloo)", "5 multi-process, 2 processes (gloo)",
+                "ratio multi process scaling efficiency"):
         assert row in proc.stdout
     # the trainers and the pre-training ran in a scratch folder: the user's nnUNet_results stays empty
     assert not any((tmp_path / "results").iterdir())

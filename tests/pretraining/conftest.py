@@ -13,11 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import smoke_env
+from tests.conftest import run_cli, smoke_env
 
 SMALL_ID, SMALL_NAME = 989, "Dataset989_PolyCLSmall"
 NO_ORGAN_ID, NO_ORGAN_NAME = 988, "Dataset988_PolyCLNoOrgan"
 SMALL_CASES = 2
+# PolyCL-S on the middle 15% of two demo scans (6 slices): batches of 4 and 2 triplets, a few seconds per epoch on CPU.
+S_ARGS = ["-d", str(SMALL_ID), "-f", "all", "-s", "S", "-device", "cpu", "--batch-size", "4",
+          "--slice-fraction", "0.15", "--num-workers", "1"]
+S_EPOCHS = 3
+# Metrics of a run that do not depend on timing: equal between equivalent runs.
+RESULT_METRICS = ("loss", "cos_pos", "cos_neg", "accuracy", "lr")
 
 
 def smallest_cases(preprocessed: Path, count: int) -> list[str]:
@@ -78,3 +84,15 @@ def small_env(small_demo_root, tmp_path) -> dict[str, str]:
     results = tmp_path / "results"
     results.mkdir()
     return smoke_env(small_demo_root, results)
+
+
+def s_folder(results: Path) -> Path:
+    return results / SMALL_NAME / "PolyCL_S__nnUNetPlans__2d" / "fold_all"
+
+
+@pytest.fixture(scope="session")
+def s_reference(small_demo_root, tmp_path_factory) -> Path:
+    """An uninterrupted single-process run of ``S_ARGS`` for ``S_EPOCHS`` epochs; returns its folder."""
+    results = tmp_path_factory.mktemp("s_reference")
+    run_cli(["polycl_pretrain", *S_ARGS, "--epochs", str(S_EPOCHS)], smoke_env(small_demo_root, results))
+    return s_folder(results)

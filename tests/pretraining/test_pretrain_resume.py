@@ -12,17 +12,9 @@ import pytest
 import torch
 
 from tests.conftest import BIN, run_cli
-from tests.pretraining.conftest import SMALL_ID, SMALL_NAME
+from tests.pretraining.conftest import RESULT_METRICS, S_ARGS, S_EPOCHS, SMALL_ID, s_folder
 
 pytestmark = pytest.mark.e2e
-
-# PolyCL-S on the middle 15% of two demo scans: 2 batches per epoch, a few seconds each on CPU.
-S_ARGS = ["-d", str(SMALL_ID), "-f", "all", "-s", "S", "-device", "cpu", "--batch-size", "4",
-          "--slice-fraction", "0.15", "--num-workers", "1"]
-
-
-def s_folder(env: dict[str, str]) -> Path:
-    return Path(env["nnUNet_results"]) / SMALL_NAME / "PolyCL_S__nnUNetPlans__2d" / "fold_all"
 
 
 def completed_epochs(checkpoint: Path) -> int:
@@ -34,11 +26,12 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_sigkill_during_an_epoch_then_continue_loses_at_most_that_epoch(small_env, tmp_path):
-    folder = s_folder(small_env)
+def test_sigkill_during_an_epoch_then_continue_equals_an_uninterrupted_run(small_env, tmp_path, s_reference):
+    folder = s_folder(Path(small_env["nnUNet_results"]))
     latest = folder / "checkpoint_latest.pth"
     with open(tmp_path / "out.txt", "w") as out:
-        proc = subprocess.Popen([os.path.join(BIN, "polycl_pretrain"), *S_ARGS, "--epochs", "3"], env=small_env,
+        proc = subprocess.Popen([os.path.join(BIN, "polycl_pretrain"), *S_ARGS, "--epochs", str(S_EPOCHS)],
+                                env=small_env,
                                 stdout=out, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 300
@@ -54,12 +47,17 @@ def test_sigkill_during_an_epoch_then_continue_loses_at_most_that_epoch(small_en
     assert 1 <= at_kill["epoch"] < 3 and not (folder / "checkpoint_final.pth").exists()
     assert [p.name for p in folder.iterdir() if p.name.endswith(".tmp")] == []
 
-    proc = run_cli(["polycl_pretrain", *S_ARGS, "--epochs", "3", "--c"], small_env)
+    proc = run_cli(["polycl_pretrain", *S_ARGS, "--epochs", str(S_EPOCHS), "--c"], small_env)
     assert f"after epoch {at_kill['epoch']}." in proc.stdout
     final = torch.load(folder / "checkpoint_final.pth", weights_only=False)
-    assert final["epoch"] == 3
+    assert final["epoch"] == S_EPOCHS
     for key, values in at_kill["history"].items():
-        assert final["history"][key][:at_kill["epoch"]] == values and len(final["history"][key]) == 3
+        assert final["history"][key][:at_kill["epoch"]] == values and len(final["history"][key]) == S_EPOCHS
+    # on the CPU, continuing is bit-identical: the same losses and the same final weights as never stopping
+    reference = torch.load(s_reference / "checkpoint_final.pth", weights_only=False)
+    assert {k: final["history"][k] for k in RESULT_METRICS} == {k: reference["history"][k] for k in RESULT_METRICS}
+    assert final["model"].keys() == reference["model"].keys()
+    assert all(torch.equal(final["model"][k], reference["model"][k]) for k in reference["model"])
 
 
 def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(small_env, monkeypatch):

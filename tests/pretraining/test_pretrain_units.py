@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from nnunet_polycl.checkpoint import atomic_torch_save, capture_rng_state, load_checkpoint, restore_rng_state
+from nnunet_polycl.losses import NTXentLoss
 from nnunet_polycl.paths import PolyCLUserError
 from tests.pretraining.conftest import SMALL_NAME
 
@@ -131,7 +132,7 @@ def test_epoch_batches_use_every_item_once(num_items, batch_size, min_batch_size
     assert [(r.epoch, r.number) for r in requests] == [(2, i) for i in range(len(sizes))]
 
 
-def test_simclr_views_are_seeded_per_batch_and_leave_global_rng_alone(small_ctx, small_index):
+def test_simclr_views_are_seeded_per_slice_and_leave_global_rng_alone(small_ctx, small_index):
     from nnunet_polycl.pretraining.slice_data import BatchRequest
     from nnunet_polycl.pretraining.task import build_task
 
@@ -145,14 +146,19 @@ def test_simclr_views_are_seeded_per_batch_and_leave_global_rng_alone(small_ctx,
     assert first.shape == (8, 1, *small_ctx.patch_size) and torch.isfinite(first).all()
     assert not torch.equal(first[:4], first[4:])  # two different augmentations of the same slices
     assert not torch.equal(task.dataset[BatchRequest(1, 0, np.arange(4))], first)
+    # a process of a multi-process run that builds only rows 2 and 3 of the batch gets the same views of them
+    shard = task.dataset[BatchRequest(0, 0, np.arange(2, 4))]
+    assert torch.equal(shard, torch.cat([first[2:4], first[6:8]]))
 
 
 def test_simclr_metrics_cover_every_implied_triplet():
     from nnunet_polycl.pretraining.objectives import SimCLRObjective
+    from nnunet_polycl.pretraining.sharding import BatchShard
 
     torch.manual_seed(0)
     z = torch.randn(6, 5)
-    _, cos_pos, cos_neg = SimCLRObjective(0.5)(z)
+    objective = SimCLRObjective(0.5)
+    share, sums = objective(z, BatchShard.of(3))
     unit = F.normalize(z, dim=1)
     pairs = []
     for i in range(6):
@@ -161,7 +167,10 @@ def test_simclr_metrics_cover_every_implied_triplet():
             if k not in (i, partner):
                 pairs.append((float(unit[i] @ unit[partner]), float(unit[i] @ unit[k])))
     reference = torch.tensor(pairs)
-    torch.testing.assert_close(torch.stack([cos_pos, cos_neg], dim=1), reference)
+    assert objective.implied_triplets(3) == len(pairs)
+    torch.testing.assert_close(sums, torch.stack([reference[:, 0].sum(), reference[:, 1].sum(),
+                                                  (reference[:, 0] > reference[:, 1]).sum().float()]))
+    torch.testing.assert_close(share, NTXentLoss(0.5)(z[:3], z[3:]))
 
 
 def test_lower_lr_on_continue_rescales_the_schedule():
