@@ -31,7 +31,7 @@ from tests.pretraining.conftest import (
 
 # Loader workers would double the processes on 2 cores: the ranks of these runs load in their own process.
 DDP = ["-num_gpus", "2", "--allow-cpu-ddp", "--num-workers", "0"]
-# PolyCL-O needs slices with and without the organ: the middle 70% of the two scans (31 slices, batches of 16 + 15).
+# PolyCL-O needs slices with and without the organ: the middle 70% of the two scans (23 slices, batches of 16 + 7).
 O_ARGS = ["-d", str(SMALL_ID), "-f", "all", "-s", "O", "-device", "cpu", "--batch-size", "16",
           "--slice-fraction", "0.7", "--num-workers", "0", "--epochs", "2"]
 RUN_FILES = {"checkpoint_latest.pth", "checkpoint_final.pth", "pretrained_weights.pth", "config.json",
@@ -232,7 +232,7 @@ def small_in_process(small_env, monkeypatch) -> Path:
     return Path(small_env["nnUNet_results"])
 
 
-TINY = dict(fold="all", strategy="S", device="cpu", epochs=1, batch_size=4, slice_fraction=0.15, num_workers=0)
+TINY = dict(fold="all", strategy="S", device="cpu", epochs=1, batch_size=4, slice_fraction=0.2, num_workers=0)
 
 
 @pytest.mark.parametrize("kwargs, fragments", [
@@ -281,7 +281,7 @@ def test_continue_with_another_strategy_or_other_data_is_refused(small_in_proces
     from nnunet_polycl.pretraining.cli import run_pretraining
 
     before = _digests(s_reference)
-    same = dict(fold="all", device="cpu", epochs=S_EPOCHS, batch_size=4, slice_fraction=0.15, num_workers=1,
+    same = dict(fold="all", device="cpu", epochs=S_EPOCHS, batch_size=4, slice_fraction=0.2, num_workers=1,
                 output_folder=str(s_reference), continue_training=True)
     with pytest.raises(PolyCLUserError, match="strategy: checkpoint 'S', now 'simclr'"):
         run_pretraining(SMALL_ID, strategy="simclr", **same)

@@ -66,7 +66,7 @@ def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(small_env, monk
 
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.setenv(key, small_env[key])
-    settings = dict(fold="all", strategy="S", device="cpu", batch_size=4, slice_fraction=0.15, num_workers=0)
+    settings = dict(fold="all", strategy="S", device="cpu", batch_size=4, slice_fraction=0.2, num_workers=0)
     folder = Path(run_pretraining(SMALL_ID, epochs=1, **settings))
     kept = {name: sha(folder / name) for name in ("checkpoint_latest.pth", "checkpoint_final.pth",
                                                   "pretrained_weights.pth")}

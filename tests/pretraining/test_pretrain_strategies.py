@@ -41,7 +41,7 @@ def test_scan_strategy_on_fold_0_uses_nnunets_split(demo_env, preprocessed_demo)
 
 def test_simclr_baseline_runs_with_nnunet_augmentation(small_env):
     run_cli(["polycl_pretrain", "-d", str(SMALL_ID), "-f", "all", "-s", "simclr", "--epochs", "1", "-device", "cpu",
-             "--batch-size", "4", "--slice-fraction", "0.15", "--num-workers", "1"], small_env)
+             "--batch-size", "4", "--slice-fraction", "0.2", "--num-workers", "1"], small_env)
     folder = Path(small_env["nnUNet_results"]) / SMALL_NAME / "PolyCL_simclr__nnUNetPlans__2d" / "fold_all"
     history = finished_history(folder)
     assert 0 <= history["accuracy"][0] <= 1 and history["loss"][0] > 0
