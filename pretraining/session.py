@@ -1,4 +1,5 @@
-"""One ``polycl_pretrain`` run in two phases: :func:`prepare` validates everything and writes nothing;
+"""One ``polycl_pretrain`` run in two phases: :func:`prepare` validates everything and writes nothing (with
+``--unlabelled``, after every input is validated, it writes only the caches of the unlabelled scans);
 :func:`execute` creates the output folder, trains (or continues) and writes the final weights."""
 from __future__ import annotations
 
@@ -40,8 +41,14 @@ from nnunet_polycl.pretraining.progress import RunLog
 from nnunet_polycl.pretraining.settings import PretrainRequest, PretrainSettings, check_resumable, method_name
 from nnunet_polycl.pretraining.slice_data import default_num_workers
 from nnunet_polycl.pretraining.task import PretrainingTask, build_task
-from nnunet_polycl.slice_index import SliceIndex, build_slice_index, resolve_labels
+from nnunet_polycl.pretraining.training_slices import (
+    check_unlabelled_request,
+    training_slice_index,
+    unlabelled_options,
+)
+from nnunet_polycl.slice_index import SliceIndex, resolve_labels
 from nnunet_polycl.splits import parse_fold, training_cases
+from nnunet_polycl.unlabelled import UnlabelledData
 
 
 @dataclass
@@ -60,6 +67,7 @@ class PreparedRun:
     continue_training: bool = False
     resume: dict | None = None
     resume_file: str | None = None
+    unlabelled: UnlabelledData | None = None  # --unlabelled scans (their slices are in ``index``)
 
     @property
     def finished(self) -> bool:
@@ -121,27 +129,27 @@ def prepare(req: PretrainRequest) -> PreparedRun:
     if req.labels and req.strategy not in ("O", "M"):
         raise PolyCLUserError(f"--label chooses the organ for strategies O and M; strategy {req.strategy} uses no "
                               f"labels. Drop --label or use -s O / -s M.")
+    options = unlabelled_options(req)
     torch_device = resolve_device(req.device)
     ctx = load_plans_context(resolve_dataset_name(req.dataset), req.plans_identifier, req.configuration)
     fold = parse_fold(req.fold)
     train_ids, val_ids = training_cases(ctx, fold, write_missing=False)
     label_values = resolve_labels(ctx.dataset_json, req.labels)
-    index = build_slice_index(ctx, train_ids, label_values, req.slice_fraction)
+    unlabelled = check_unlabelled_request(ctx, options, train_ids, val_ids, label_values)
     settings = PretrainSettings(
         ctx.dataset_name, req.plans_identifier, req.configuration, fold, req.strategy,
         None if not req.labels else tuple(str(x) for x in req.labels), label_values, req.epochs, req.batch_size,
         req.lr, float(req.temperature) if req.temperature is not None else 1.0 / req.batch_size, req.embed_dim,
         req.slice_fraction, req.seed, default_num_workers() if req.num_workers is None else req.num_workers,
-        req.device)
-    task = build_task(ctx, index, req.strategy, req.batch_size, settings.temperature, req.seed)
+        req.device, None if unlabelled is None else unlabelled.fingerprint)
     folder = os.path.abspath(req.output_folder or default_pretraining_folder(
         ctx.dataset_name, req.strategy, req.plans_identifier, req.configuration, fold))
     check_output_folder(folder, req.continue_training, req.overwrite)
-    run = PreparedRun(settings, ctx, train_ids, val_ids, index, task, folder, torch_device, req.overwrite,
-                      req.continue_training)
-    if req.continue_training:
-        run.resume, run.resume_file = _resume_checkpoint(folder, settings)
-    return run
+    resume, resume_file = _resume_checkpoint(folder, settings) if req.continue_training else (None, None)
+    index, unlabelled_data = training_slice_index(ctx, train_ids, label_values, req, unlabelled)
+    task = build_task(ctx, index, req.strategy, req.batch_size, settings.temperature, req.seed)
+    return PreparedRun(settings, ctx, train_ids, val_ids, index, task, folder, torch_device, req.overwrite,
+                       req.continue_training, resume, resume_file, unlabelled_data)
 
 
 def execute(run: PreparedRun) -> str:
@@ -156,8 +164,10 @@ def execute(run: PreparedRun) -> str:
     if run.overwrite:
         remove_run_files(run.folder)
     log = RunLog(run.folder)
-    atomic_write_json(config_record(s, run.ctx, run.train_ids, run.val_ids, len(run.index), len(run.task.sampler)),
-                      join(run.folder, PRETRAINING_CONFIG_FILE))
+    config = config_record(s, run.ctx, run.train_ids, run.val_ids, len(run.index), len(run.task.sampler))
+    if run.unlabelled is not None:
+        config["unlabelled"] = run.unlabelled.record(s.strategy)
+    atomic_write_json(config, join(run.folder, PRETRAINING_CONFIG_FILE))
     seed_everything(s.seed)
     model = ContrastiveEncoder(encoder_of(build_plans_network(run.ctx)), s.embed_dim).to(run.device)
     state = new_state(model, s.lr, len(run.task.sampler), run.device)
@@ -165,6 +175,8 @@ def execute(run: PreparedRun) -> str:
         f"fold {s.fold}): {len(run.train_ids)} training cases, {len(run.index)} slices ({int(run.index.organ.sum())} "
         f"with the organ), {len(run.task.sampler)} batches of {s.batch_size} per epoch, device {run.device}, output "
         f"{run.folder}")
+    if run.unlabelled is not None:
+        log(run.unlabelled.summary(s.strategy))
     _resume(run, state, log)
     try:
         train(state, run.task, s, run.folder, log, run.device)
