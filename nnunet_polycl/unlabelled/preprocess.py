@@ -114,7 +114,10 @@ def _run_in_pool(jobs: list[PreprocessJob], num_processes: int, commit, bar: tqd
             commit(future.result())
             bar.update()
     except BrokenProcessPool:
+        pool.shutdown(wait=True, cancel_futures=True)
         raise PolyCLUserError(f"A preprocessing worker process died (often: out of memory). The cases finished so "
                               f"far are kept; run the command again with a smaller -np (was {num_processes}).") from None
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)  # no worker keeps writing into .tmp after an error
+        raise
+    pool.shutdown(wait=False)  # every case is committed; the idle workers exit in the background

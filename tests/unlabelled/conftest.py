@@ -21,6 +21,21 @@ NUM_LABELLED, NUM_UNLABELLED = 5, 3
 SMOKE_BASELINE = "nnUNetTrainerPolyCL_Baseline_smoke"
 
 
+def request(env: dict, **kwargs):
+    """A PretrainRequest on Dataset986 fold 0 with the unlabelled folder of ``env`` and tiny CPU settings."""
+    from nnunet_polycl.pretraining.settings import PretrainRequest
+
+    settings = dict(fold=0, strategy="S", device="cpu", epochs=1, batch_size=8, num_workers=0, num_processes=1,
+                    unlabelled=[env["unlabelled"]])
+    return PretrainRequest(FEW_ID, **{**settings, **kwargs})
+
+
+def cache_root(env: dict) -> Path:
+    """The cache folder of the unlabelled folder of ``env``."""
+    [folder] = Path(env["nnUNet_preprocessed"], FEW_NAME).glob("polycl_unlabelled__unlabelled-*__nnUNetPlans_2d")
+    return folder
+
+
 def _copy_labelled(demo_pre: Path, demo_raw: Path, root: Path, cases: list[str]) -> None:
     pre, raw = root / "preprocessed" / FEW_NAME, root / "raw" / FEW_NAME
     for sub in ("nnUNetPlans_2d", "gt_segmentations"):

@@ -10,8 +10,7 @@ import pytest
 
 from nnunet_polycl.paths import PolyCLUserError
 from tests.conftest import run_cli
-from tests.unlabelled.conftest import FEW_ID, FEW_NAME
-from tests.unlabelled.test_unlabelled_pretraining import cache_root, request
+from tests.unlabelled.conftest import FEW_ID, FEW_NAME, cache_root, request
 
 pytestmark = pytest.mark.e2e
 CLI = ["polycl_pretrain", "-d", str(FEW_ID), "-f", "0", "-s", "O", "--epochs", "1", "-device", "cpu",

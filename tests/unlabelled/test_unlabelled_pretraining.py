@@ -10,22 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.unlabelled.conftest import FEW_ID, FEW_NAME, NUM_UNLABELLED
+from tests.unlabelled.conftest import FEW_NAME, NUM_UNLABELLED, cache_root, request
 
 pytestmark = pytest.mark.e2e
-
-
-def request(env: dict, **kwargs):
-    from nnunet_polycl.pretraining.settings import PretrainRequest
-
-    settings = dict(fold=0, strategy="S", device="cpu", epochs=1, batch_size=8, num_workers=0, num_processes=1,
-                    unlabelled=[env["unlabelled"]])
-    return PretrainRequest(FEW_ID, **{**settings, **kwargs})
-
-
-def cache_root(env: dict) -> Path:
-    [folder] = Path(env["nnUNet_preprocessed"], FEW_NAME).glob("polycl_unlabelled__unlabelled-*__nnUNetPlans_2d")
-    return folder
 
 
 def case_slices(folder: Path, case: str) -> int:
