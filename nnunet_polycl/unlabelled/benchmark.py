@@ -29,6 +29,7 @@ import numpy as np
 from nnunet_polycl.slice_index import SliceIndex, index_from_statuses
 
 SLICES_PER_SCAN = 100
+SETTLE_S = 3.0  # pause between timed preprocessing runs
 
 
 def _timed(work: Callable[[], object]) -> tuple[object, float, int]:
@@ -146,6 +147,7 @@ def preprocess_figures(dataset: str, num_processes: int, copies: int, repeats: i
                 start = time.perf_counter()
                 preprocessor.run(name, ctx.configuration, ctx.plans_identifier, num_processes)
                 nnunet.append(time.perf_counter() - start)
+                time.sleep(SETTLE_S)
                 cache = UnlabelledCache(ctx, join(scratch, "raw", name, "imagesTr"))
                 shutil.rmtree(cache.root, ignore_errors=True)
                 start = time.perf_counter()
@@ -154,6 +156,7 @@ def preprocess_figures(dataset: str, num_processes: int, copies: int, repeats: i
                 preprocess_cases(ctx, cache, cases, file_sha256(join(ctx.preprocessed_folder,
                                                                      ctx.plans_identifier + ".json")), num_processes)
                 ours.append(time.perf_counter() - start)
+                time.sleep(SETTLE_S)  # the idle workers exit in the background: not during the next timing
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     nn, un = statistics.median(nnunet), statistics.median(ours)

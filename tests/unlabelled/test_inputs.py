@@ -11,6 +11,8 @@ from nnunet_polycl.paths import PolyCLUserError
 from nnunet_polycl.unlabelled import UnlabelledOptions, check_options
 from nnunet_polycl.unlabelled.discovery import discover_folder, discover_unlabelled
 from nnunet_polycl.unlabelled.weak_labels import check_ranges, read_organ_slices, weak_status
+from tests.conftest import run_cli
+from tests.unlabelled.conftest import FEW_ID, FEW_NAME
 
 CT = {"channel_names": {"0": "CT"}, "file_ending": ".nii.gz"}
 CT_PET = {"channel_names": {"0": "CT", "1": "PET"}, "file_ending": ".nii.gz"}
@@ -129,3 +131,15 @@ def test_pseudo_label_status_needs_the_minimum_area_in_the_crop():
     assert pseudo_status(areas, 3, None, 10)[0].tolist() == [False, False, True]
     assert pseudo_status(areas, 3, (1,), 9)[0].tolist() == [False, True, False]
     assert pseudo_status({}, 3, None, 1)[1].all()  # known: the model saw no organ
+
+
+@pytest.mark.e2e
+def test_command_line_error_is_one_line_and_nothing_is_written(few_env, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = run_cli(["polycl_pretrain", "-d", str(FEW_ID), "-s", "S", "-device", "cpu", "--unlabelled", str(empty)],
+                   few_env, check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("polycl_pretrain: error: --unlabelled folder "), proc.stderr
+    assert "holds no images" in proc.stderr and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+    assert list(Path(few_env["nnUNet_results"]).iterdir()) == []
+    assert not list(Path(few_env["nnUNet_preprocessed"], FEW_NAME).glob("polycl_*"))
