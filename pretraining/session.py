@@ -122,7 +122,8 @@ def _resume_checkpoint(folder: str, settings: PretrainSettings) -> tuple[dict | 
 
 
 def prepare(req: PretrainRequest) -> PreparedRun:
-    """Validate all inputs and set the run up; writes nothing. Raises PolyCLUserError naming problem and fix."""
+    """Validate all inputs and set the run up. Writes nothing but, once every input is valid, the caches of
+    ``--unlabelled`` scans. Raises PolyCLUserError naming problem and fix."""
     _check_numbers(req)
     if req.strategy not in STRATEGIES:
         raise PolyCLUserError(f"Unknown strategy {req.strategy!r}; valid: {', '.join(STRATEGIES)}.")
@@ -141,7 +142,7 @@ def prepare(req: PretrainRequest) -> PreparedRun:
         None if not req.labels else tuple(str(x) for x in req.labels), label_values, req.epochs, req.batch_size,
         req.lr, float(req.temperature) if req.temperature is not None else 1.0 / req.batch_size, req.embed_dim,
         req.slice_fraction, req.seed, default_num_workers() if req.num_workers is None else req.num_workers,
-        req.device, None if unlabelled is None else unlabelled.fingerprint)
+        req.device, unlabelled_fingerprint=None if unlabelled is None else unlabelled.fingerprint)
     folder = os.path.abspath(req.output_folder or default_pretraining_folder(
         ctx.dataset_name, req.strategy, req.plans_identifier, req.configuration, fold))
     check_output_folder(folder, req.continue_training, req.overwrite)

@@ -22,6 +22,9 @@ def case_slices(folder: Path, case: str) -> int:
 
 
 def test_scan_strategy_uses_every_labelled_and_unlabelled_slice_once_per_epoch(few_env):
+    import SimpleITK as sitk
+
+    from nnunet_polycl.paths import PolyCLUserError
     from nnunet_polycl.pretraining.session import execute, prepare
     from nnunet_polycl.slice_index import middle_slices
     from nnunet_polycl.splits import training_cases
@@ -53,6 +56,12 @@ def test_scan_strategy_uses_every_labelled_and_unlabelled_slice_once_per_epoch(f
     assert config["settings"]["unlabelled_fingerprint"] == config["unlabelled"]["fingerprint"]
     log = (folder / "training_log.txt").read_text()
     assert f"Unlabelled: {NUM_UNLABELLED} scans from 1 folder(s)" in log and "Epoch 1/1" in log
+
+    source = sorted(Path(few_env["unlabelled"]).iterdir())[0]
+    sitk.WriteImage(sitk.Flip(sitk.ReadImage(str(source)), [True, False, False]), str(source.parent / "new_0000.nii.gz"))
+    with pytest.raises(PolyCLUserError, match="different settings.*unlabelled_fingerprint"):
+        prepare(request(few_env, num_processes=2, slice_fraction=0.1, continue_training=True, epochs=2))
+    assert not (data / "new.pkl").exists()  # refused before the new scan was preprocessed
 
 
 def test_rerun_reuses_the_cache_and_a_changed_file_invalidates_only_its_case(few_env, capsys):
