@@ -14,8 +14,8 @@ Strategies (Moseley & Imran, ISBI 2024, Sec. 2.1; M from the journal extension, 
 Every strategy: when the only candidate for a positive is the anchor itself (a scan or status group of one slice),
 the anchor is its own positive, counted as ``positive_is_anchor``. ``fallbacks`` lists only kinds that occurred.
 
-Candidates are drawn uniformly over slices, vectorised with a sort + ``searchsorted`` per grouping key, so sampling
-is O(N log N) per epoch and cannot loop. Anchors are a seeded permutation of all slices (each exactly once);
+Candidates are drawn uniformly over slices, vectorised with a sort per grouping key and a table of each key's first
+sorted position, so sampling is O(N log N) per epoch (the sorts; the rest is O(N)) and cannot loop. Anchors are a seeded permutation of all slices (each exactly once);
 ``triplets(epoch)`` is deterministic given ``(seed, epoch)`` and differs between epochs.
 """
 from __future__ import annotations
@@ -29,18 +29,25 @@ from nnunet_polycl.slice_index import SliceIndex
 
 
 class _Groups:
-    """Slices sorted by an integer key: uniform draws from key ranges, optionally excluding a sub-range."""
+    """Slices sorted by a small non-negative integer key: uniform draws from key ranges, optionally excluding a
+    sub-range.
+
+    ``starts[k]`` is the first sorted position of key ``k`` (one ``searchsorted`` over the key values, not over the
+    N queries): a span is then two table lookups per row. Binary searches of N queries in random order would cost
+    O(N log N) cache misses, which dominates an epoch from about 10^6 slices on.
+    """
 
     def __init__(self, keys: np.ndarray):
         self.order = np.argsort(keys, kind="stable")
         self.sorted_keys = keys[self.order]
         self.position = np.empty(len(keys), dtype=np.int64)
         self.position[self.order] = np.arange(len(keys))
+        self.max_key = int(self.sorted_keys[-1]) + 1 if len(keys) else 0
+        self.starts = np.searchsorted(self.sorted_keys, np.arange(self.max_key + 1), "left")
 
     def span(self, lo_key: np.ndarray, hi_key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Positions ``[lo, hi)`` in sorted order of the slices with ``lo_key <= key < hi_key``."""
-        return (np.searchsorted(self.sorted_keys, lo_key, "left"),
-                np.searchsorted(self.sorted_keys, hi_key, "left"))
+        return (self.starts[np.clip(lo_key, 0, self.max_key)], self.starts[np.clip(hi_key, 0, self.max_key)])
 
     def draw(self, rng: np.random.Generator, span: tuple[np.ndarray, np.ndarray],
              excluded: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

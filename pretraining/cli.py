@@ -30,7 +30,7 @@ def pretrain_entry(argv: Sequence[str] | None = None) -> None:
             temperature=args.temperature, embed_dim=args.embed_dim, slice_fraction=args.slice_fraction,
             device=args.device, continue_training=args.continue_training, seed=args.seed,
             num_workers=args.num_workers, output_folder=args.output, overwrite=args.overwrite,
-            num_gpus=args.num_gpus, allow_cpu_ddp=args.allow_cpu_ddp)
+            num_gpus=args.num_gpus, allow_cpu_ddp=args.allow_cpu_ddp, **_unlabelled_settings(args))
     except PolyCLUserError as e:
         parser.exit(2, f"{PROG}: error: {e}\n")
     except RankFailedError as e:
@@ -78,7 +78,39 @@ def _parser() -> argparse.ArgumentParser:
                         "--batch-size is split across them (default: 1). Under torchrun: torchrun's process count")
     p.add_argument("--allow-cpu-ddp", action="store_true",
                    help="allow -num_gpus > 1 with -device cpu (gloo; meant for tests, slower than one process)")
+    _add_unlabelled_arguments(p)
     return p
+
+
+def _add_unlabelled_arguments(p: argparse.ArgumentParser) -> None:
+    """Unlabelled scans (``nnunet_polycl.unlabelled``) and their organ status for O / M."""
+    from nnunet_polycl.unlabelled import DEFAULT_MIN_ORGAN_AREA
+
+    g = p.add_argument_group("unlabelled scans")
+    g.add_argument("--unlabelled", nargs="+", default=None, metavar="FOLDER",
+                   help="also pre-train on the images in these folders (named as nnU-Net's imagesTs: CASE_0000 plus "
+                        "the dataset's file ending, the dataset's channels); preprocessed once with the dataset's "
+                        "plans and cached in nnUNet_preprocessed/DatasetXXX/polycl_unlabelled__*")
+    g.add_argument("--organ-slices", default=None, metavar="FILE",
+                   help="O / M: weak labels of unlabelled scans, a CSV or JSON with case, first, last (0-based raw "
+                        "slice indices of the organ, inclusive)")
+    g.add_argument("--organ-status-from", default=None, metavar="RESULTS_FOLDER",
+                   help="O / M: organ status of unlabelled scans predicted by this trained nnU-Net model folder "
+                        "(e.g. $nnUNet_results/DatasetXXX/nnUNetTrainer__nnUNetPlans__2d)")
+    g.add_argument("--organ-status-other-dataset", action="store_true",
+                   help="allow a --organ-status-from model of another dataset (organ matched by label name; recorded)")
+    g.add_argument("--min-organ-area", type=int, default=DEFAULT_MIN_ORGAN_AREA, metavar="PIXELS",
+                   help="pseudo-labels: least predicted organ pixels inside the encoder's crop for a slice to count "
+                        f"as containing the organ (default: {DEFAULT_MIN_ORGAN_AREA})")
+    g.add_argument("-np", type=int, default=None, metavar="N",
+                   help="processes preprocessing the unlabelled scans (default: nnU-Net's default_num_processes, "
+                        "8 unless nnUNet_def_n_proc is set)")
+
+
+def _unlabelled_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {"unlabelled": args.unlabelled, "organ_slices": args.organ_slices,
+            "organ_status_from": args.organ_status_from, "organ_status_other_dataset": args.organ_status_other_dataset,
+            "min_organ_area": args.min_organ_area, "num_processes": args.np}
 
 
 def run_pretraining(dataset: str | int, **settings: Any) -> str:

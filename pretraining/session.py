@@ -1,4 +1,5 @@
-"""One ``polycl_pretrain`` run in two phases: :func:`prepare` validates everything and writes nothing;
+"""One ``polycl_pretrain`` run in two phases: :func:`prepare` validates everything and writes nothing (with
+``--unlabelled``, after every input is validated, it writes only the caches of the unlabelled scans);
 :func:`execute` creates the output folder, trains (or continues) and writes the final weights."""
 from __future__ import annotations
 
@@ -51,8 +52,14 @@ from nnunet_polycl.pretraining.settings import PretrainRequest, PretrainSettings
 from nnunet_polycl.pretraining.sharding import smallest_batch
 from nnunet_polycl.pretraining.slice_data import default_num_workers
 from nnunet_polycl.pretraining.task import PretrainingTask, build_task
-from nnunet_polycl.slice_index import SliceIndex, build_slice_index, resolve_labels
+from nnunet_polycl.pretraining.training_slices import (
+    check_unlabelled_request,
+    training_slice_index,
+    unlabelled_options,
+)
+from nnunet_polycl.slice_index import SliceIndex, resolve_labels
 from nnunet_polycl.splits import parse_fold, training_cases
+from nnunet_polycl.unlabelled import UnlabelledData
 
 
 @dataclass
@@ -72,6 +79,7 @@ class PreparedRun:
     resume: dict | None = None
     resume_file: str | None = None
     world_size: int = 1  # processes of a DDP run
+    unlabelled: UnlabelledData | None = None  # --unlabelled scans (their slices are in ``index``)
 
     @property
     def data(self) -> dict:
@@ -116,9 +124,9 @@ def _check_numbers(req: PretrainRequest) -> None:
         raise PolyCLUserError("; ".join(problems) + ".")
 
 
-def _resume_checkpoint(folder: str, settings: PretrainSettings, data: dict) -> tuple[dict | None, str | None]:
-    """The checkpoint --c continues from (latest, else final), checked against ``settings`` and ``data``; (None,
-    None) if none."""
+def _resume_checkpoint(folder: str, settings: PretrainSettings) -> tuple[dict | None, str | None]:
+    """The checkpoint --c continues from (latest, else final), checked against ``settings`` (its data is checked by
+    :func:`check_same_data` once the slice index is built); (None, None) if none."""
     for name in (LATEST_CHECKPOINT, FINAL_CHECKPOINT):
         path = join(folder, name)
         if isfile(path):
@@ -129,19 +137,20 @@ def _resume_checkpoint(folder: str, settings: PretrainSettings, data: dict) -> t
                 raise PolyCLUserError(f"{path} is not a polycl_pretrain checkpoint (missing {missing}). Start again "
                                       f"with --overwrite.")
             check_resumable(ckpt["settings"], settings, path)
-            _check_same_data(ckpt.get("data"), data, path)
             return ckpt, path
     return None, None
 
 
 def prepare(req: PretrainRequest) -> PreparedRun:
-    """Validate all inputs and set the run up; writes nothing. Raises PolyCLUserError naming problem and fix."""
+    """Validate all inputs and set the run up. Writes nothing but, once every input is valid, the caches of
+    ``--unlabelled`` scans. Raises PolyCLUserError naming problem and fix."""
     _check_numbers(req)
     if req.strategy not in STRATEGIES:
         raise PolyCLUserError(f"Unknown strategy {req.strategy!r}; valid: {', '.join(STRATEGIES)}.")
     if req.labels and req.strategy not in ("O", "M"):
         raise PolyCLUserError(f"--label chooses the organ for strategies O and M; strategy {req.strategy} uses no "
                               f"labels. Drop --label or use -s O / -s M.")
+    options = unlabelled_options(req)
     torch_device = resolve_device(req.device)
     world_size = requested_world_size(req.num_gpus)
     check_process_count(world_size, req.device, req.allow_cpu_ddp)
@@ -149,23 +158,25 @@ def prepare(req: PretrainRequest) -> PreparedRun:
     fold = parse_fold(req.fold)
     train_ids, val_ids = training_cases(ctx, fold, write_missing=False)
     label_values = resolve_labels(ctx.dataset_json, req.labels)
-    index = build_slice_index(ctx, train_ids, label_values, req.slice_fraction)
+    unlabelled = check_unlabelled_request(ctx, options, train_ids, val_ids, label_values)
     settings = PretrainSettings(
         ctx.dataset_name, req.plans_identifier, req.configuration, fold, req.strategy,
         None if not req.labels else tuple(str(x) for x in req.labels), label_values, req.epochs, req.batch_size,
         req.lr, float(req.temperature) if req.temperature is not None else 1.0 / req.batch_size, req.embed_dim,
         req.slice_fraction, req.seed, default_num_workers(world_size) if req.num_workers is None else req.num_workers,
-        req.device)
-    task = build_task(ctx, index, req.strategy, req.batch_size, settings.temperature, req.seed)
-    check_batches_divide(world_size, req.batch_size, smallest_batch(task.sampler),
-                         "slices" if req.strategy == "simclr" else "triplets")
+        req.device, unlabelled_fingerprint=None if unlabelled is None else unlabelled.fingerprint)
     folder = os.path.abspath(req.output_folder or default_pretraining_folder(
         ctx.dataset_name, req.strategy, req.plans_identifier, req.configuration, fold))
     check_output_folder(folder, req.continue_training, req.overwrite)
+    resume, resume_file = _resume_checkpoint(folder, settings) if req.continue_training else (None, None)
+    index, unlabelled_data = training_slice_index(ctx, train_ids, label_values, req, unlabelled)
+    task = build_task(ctx, index, req.strategy, req.batch_size, settings.temperature, req.seed)
+    check_batches_divide(world_size, req.batch_size, smallest_batch(task.sampler),
+                         "slices" if req.strategy == "simclr" else "triplets")
     run = PreparedRun(settings, ctx, train_ids, val_ids, index, task, folder, torch_device, req.overwrite,
-                      req.continue_training, world_size=world_size)
-    if req.continue_training:
-        run.resume, run.resume_file = _resume_checkpoint(folder, settings, run.data)
+                      req.continue_training, resume, resume_file, world_size, unlabelled_data)
+    if resume is not None:
+        check_same_data(resume.get("data"), run.data, resume_file)
     return run
 
 
@@ -190,6 +201,8 @@ def execute(run: PreparedRun, ranks: Ranks = SINGLE_PROCESS) -> str:
         f"fold {s.fold}): {len(run.train_ids)} training cases, {len(run.index)} slices ({int(run.index.organ.sum())} "
         f"with the organ), {len(run.task.sampler)} batches of {s.batch_size} per epoch, device {run.device}"
         f"{processes}, output {run.folder}")
+    if run.unlabelled is not None:
+        log(run.unlabelled.summary(s.strategy))
     _resume(run, state, log)
     state.model = wrap_model(model, ranks, run.device)
     title = f"{method_name(s.strategy)} {s.dataset_name} fold {s.fold}"
@@ -214,6 +227,8 @@ def _start_outputs(run: PreparedRun, ranks: Ranks) -> RunLog:
     if run.overwrite:
         remove_run_files(run.folder)
     record = config_record(run.settings, run.ctx, run.train_ids, run.val_ids, len(run.index), len(run.task.sampler))
+    if run.unlabelled is not None:
+        record["unlabelled"] = run.unlabelled.record(run.settings.strategy)
     atomic_write_json({**record, "processes": ranks.world_size}, join(run.folder, PRETRAINING_CONFIG_FILE))
     return RunLog(run.folder)
 
@@ -222,7 +237,7 @@ def _silent(*parts: object) -> None:
     """The log of ranks other than 0: they print and write nothing."""
 
 
-def _check_same_data(saved: dict | None, now: dict, checkpoint_file: str) -> None:
+def check_same_data(saved: dict | None, now: dict, checkpoint_file: str) -> None:
     """Refuse --c when the checkpoint was trained on other cases or another slice index (checkpoints from before
     this record existed are not checked)."""
     if saved is None or saved == now:

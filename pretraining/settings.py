@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
 from nnunet_polycl.paths import DEFAULT_STRATEGY, Fold, PolyCLUserError
+from nnunet_polycl.unlabelled.scans import DEFAULT_MIN_ORGAN_AREA
 
 # Settings that may change when a run is continued with --c (more epochs, another machine, a lower learning rate
 # after a diverged epoch); all others define the run and must stay the same.
@@ -44,6 +45,13 @@ class PretrainRequest:
     overwrite: bool = False
     num_gpus: int = 1  # processes (one per GPU, torch DDP); under torchrun, torchrun's world size
     allow_cpu_ddp: bool = False  # several processes with -device cpu (gloo): for tests
+    # Unlabelled scans (nnunet_polycl.unlabelled): folders, their organ status for O / M, preprocessing processes.
+    unlabelled: Sequence[str] | None = None
+    organ_slices: str | None = None
+    organ_status_from: str | None = None
+    organ_status_other_dataset: bool = False
+    min_organ_area: int = DEFAULT_MIN_ORGAN_AREA
+    num_processes: int | None = None  # -np; None: nnU-Net's default_num_processes
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,7 @@ class PretrainSettings:
     seed: int
     num_workers: int
     device: str
+    unlabelled_fingerprint: str | None = None  # the unlabelled scans and their organ status inputs (None: none)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -75,7 +84,7 @@ class PretrainSettings:
 
     @classmethod
     def from_dict(cls, d: dict) -> PretrainSettings:
-        values = {f.name: d[f.name] for f in fields(cls)}
+        values = {f.name: d[f.name] for f in fields(cls) if f.name in d}  # fields added later take their default
         for key in ("labels", "label_values"):
             values[key] = None if values[key] is None else tuple(values[key])
         return cls(**values)

@@ -3,8 +3,10 @@
 - Slices are read from the preprocessed arrays through nnU-Net's dataset class (``infer_dataset_class``: memory-mapped
   blosc2 ``.b2nd`` or numpy). In the 2D preprocessed data a blosc2 chunk is one slice, so reading ``data[:, z]``
   decompresses one slice only. Cases are opened lazily inside the process that reads them (each DataLoader worker
-  opens its own handles; open handles are never pickled into workers nor shared across a fork).
-- Each slice is center-cropped or padded to the plans' 2D patch size. Images are padded with 0 and segmentations
+  opens its own handles; open handles are never pickled into workers nor shared across a fork). The cases may live
+  in several preprocessed folders (the dataset's own and the caches of unlabelled scans): one reader per folder.
+- Each slice is center-cropped or padded to the plans' 2D patch size (``slice_index.centered_bbox``, the crop on
+  which the slice index computes the organ status). Images are padded with 0 and segmentations
   with -1, the values nnU-Net's ``nnUNetDataLoader`` pads with (after nnU-Net's normalisation 0 is the mean
   intensity for CT / z-score; -1 marks "outside the nonzero crop mask" in the segmentation).
 - The sampler hands every worker a :class:`BatchRequest` holding all rows of one batch; the worker decompresses each
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from nnunet_polycl.slice_index import SliceIndex
+from nnunet_polycl.slice_index import SliceIndex, centered_bbox
 
 IMAGE_PAD_VALUE = 0
 SEG_PAD_VALUE = -1
@@ -35,36 +37,43 @@ class BatchRequest(NamedTuple):
     rows: np.ndarray
 
 
-def centered_bbox(shape: tuple[int, ...], size: tuple[int, ...]) -> list[list[int]]:
-    """Half-open bounding box of ``size`` centred on an array of ``shape`` (negative / too large bounds = padding)."""
-    return [[(s - t) // 2, (s - t) // 2 + t] for s, t in zip(shape, size, strict=True)]
-
-
 class PreprocessedSlices:
-    """Reads single 2D slices (all channels) of preprocessed cases, center-cropped / padded to ``size``."""
+    """Reads single 2D slices (all channels) of preprocessed cases, center-cropped / padded to ``size``.
 
-    def __init__(self, data_folder: str, case_ids: tuple[str, ...], size: tuple[int, int]):
+    ``case_folders`` (one per case, e.g. ``SliceIndex.case_folders``) names the folder of each case; None: all cases
+    are in ``data_folder``.
+    """
+
+    def __init__(self, data_folder: str, case_ids: tuple[str, ...], size: tuple[int, int],
+                 case_folders: tuple[str, ...] | None = None):
         self.data_folder = data_folder
         self.case_ids = tuple(case_ids)
+        self.case_folders = tuple(case_folders) if case_folders is not None else (data_folder,) * len(self.case_ids)
+        if len(self.case_folders) != len(self.case_ids):
+            raise ValueError(f"case_folders must name one folder per case ({len(self.case_ids)}); "
+                             f"got {len(self.case_folders)}")
         self.size = tuple(int(s) for s in size)
         self._owner_pid: int | None = None
         self._cases: dict[int, tuple] = {}
-        self._dataset = None
+        self._readers: dict[str, object] = {}
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state.update(_owner_pid=None, _cases={}, _dataset=None)
+        state.update(_owner_pid=None, _cases={}, _readers={})
         return state
 
     def _case(self, scan: int) -> tuple:
         """(data, seg) handles of case ``scan``, opened on first use in this process."""
         if self._owner_pid != os.getpid():
-            from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
-
-            self._dataset = infer_dataset_class(self.data_folder)(self.data_folder, list(self.case_ids))
-            self._cases, self._owner_pid = {}, os.getpid()
+            self._cases, self._readers, self._owner_pid = {}, {}, os.getpid()
         if scan not in self._cases:
-            data, seg, _, _ = self._dataset.load_case(self.case_ids[scan])
+            folder = self.case_folders[scan]
+            if folder not in self._readers:
+                from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
+                ids = [c for c, f in zip(self.case_ids, self.case_folders, strict=True) if f == folder]
+                self._readers[folder] = infer_dataset_class(folder)(folder, ids)
+            data, seg, _, _ = self._readers[folder].load_case(self.case_ids[scan])
             self._cases[scan] = (data, seg)
         return self._cases[scan]
 

@@ -40,7 +40,7 @@ def build_task(ctx: PlansContext, index: SliceIndex, strategy: str, batch_size: 
             raise PolyCLUserError(f"SimCLR needs at least 2 slices; the index has {len(index)}. Use a larger "
                                   f"--slice-fraction or more cases.")
         transforms, initial_size = nnunet_2d_training_transforms(ctx)
-        slices = PreprocessedSlices(ctx.data_folder, index.case_ids, initial_size)
+        slices = PreprocessedSlices(ctx.data_folder, index.case_ids, initial_size, index.case_folders)
 
         def permutation(epoch: int) -> np.ndarray:
             return np.random.default_rng([seed, epoch]).permutation(len(index))
@@ -50,6 +50,6 @@ def build_task(ctx: PlansContext, index: SliceIndex, strategy: str, batch_size: 
                                SimCLRObjective(temperature))
     triplet_sampler = make_sampler(strategy, index, seed)
     sampler = EpochBatchSampler(triplet_sampler.triplets, len(index), batch_size)
-    slices = PreprocessedSlices(ctx.data_folder, index.case_ids, ctx.patch_size)
+    slices = PreprocessedSlices(ctx.data_folder, index.case_ids, ctx.patch_size, index.case_folders)
     return PretrainingTask(TripletBatches(slices, index), sampler, TripletObjective(temperature),
                            triplet_sampler)
