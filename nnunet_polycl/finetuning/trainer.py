@@ -5,7 +5,8 @@ in one overridden method that calls nnU-Net's:
 
 - ``__init__``: refuses a 3D configuration; for a new run (no checkpoint in the fold folder yet) it finds, reads and
   checks the pre-trained weights (see :mod:`.pretrained`) *before* nnU-Net creates the fold folder, so a refused file
-  leaves nothing behind; applies the schedule's batch size.
+  leaves nothing behind; applies the schedule's batch size; on the CPU it honours ``OMP_NUM_THREADS`` (nnU-Net's
+  entry point sets torch's threads to every core, which parallel runs would oversubscribe).
 - ``initialize``: seeds the run (``_seed<s>``), then, after nnU-Net built the network, loads the checked encoder.
   A run that continues from its own checkpoint (``--c``, ``--val``) loads nothing: its checkpoint carries the weights
   and the record, so the pre-training folder may be gone. Which file was loaded (path, sha256, strategy, provenance
@@ -128,6 +129,8 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
         new_run = folder is None or not any(isfile(join(folder, f)) for f in CHECKPOINT_FILES)
         self.polycl_weights = self._checked_weights(plans, configuration, fold) if new_run else None
         super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.device.type == "cpu" and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+            torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # nnUNetv2_train takes every core on the CPU
         if self.polycl_batch_size is not None:
             self.configuration_manager.configuration["batch_size"] = self.polycl_batch_size
         self.polycl_record: dict[str, Any] | None = None

@@ -23,8 +23,10 @@ def ext_trainer(monkeypatch):
     ("nnUNetTrainerPolyCL_M_paper", "M", 100, None),
     ("nnUNetTrainerPolyCL_SimCLR_smoke", "simclr", 2, None),
     ("nnUNetTrainerPolyCL_Baseline_paper_k3", None, 100, 3),
-    ("nnUNetTrainerPolyCL_demo_k12", DEFAULT_STRATEGY, 5, 12),
+    ("nnUNetTrainerPolyCL_demo_k12", DEFAULT_STRATEGY, 12, 12),
     ("nnUNetTrainerPolyCL_O_k1", "O", 1000, 1),
+    ("nnUNetTrainerPolyCL_O_demo_decoderfirst_k1_seed4", "O", 12, 1),
+    ("nnUNetTrainerPolyCL_Baseline_warmup_seed0", None, 1000, None),
 ])
 def test_nnunet_lookup_finds_each_variant_with_its_settings(ext_trainer, name, strategy, epochs, k):
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
@@ -35,7 +37,7 @@ def test_nnunet_lookup_finds_each_variant_with_its_settings(ext_trainer, name, s
     assert cls.polycl_strategy == strategy
     assert cls.polycl_num_labelled_cases == k
     schedule = {1000: nnUNetTrainerPolyCL, 100: variants.nnUNetTrainerPolyCL_paper,
-                2: variants.nnUNetTrainerPolyCL_smoke, 5: variants.nnUNetTrainerPolyCL_demo}[epochs]
+                2: variants.nnUNetTrainerPolyCL_smoke, 12: variants.nnUNetTrainerPolyCL_demo}[epochs]
     assert issubclass(cls, schedule)
     assert name in cls.__doc__ or cls in variants.SCHEDULES.values()
 
@@ -48,8 +50,10 @@ def test_combined_class_inherits_from_the_name_without_its_last_suffix():
 
 def test_generated_docstrings_describe_the_settings():
     doc = variants.trainer_class("nnUNetTrainerPolyCL_Baseline_demo_k4").__doc__
-    assert "random initialisation" in doc and "5 epochs x 3 iterations" in doc
-    assert "4 of the fold's training cases" in doc and str(SUBSET_SEED) in doc
+    assert "random initialisation" in doc and "12 instead of 100 epochs" in doc
+    assert "4 of the fold's training cases" in doc and str(SUBSET_SEED) in doc and "unseeded" in doc
+    doc = variants.trainer_class("nnUNetTrainerPolyCL_S_paper_warmup_k2_seed7").__doc__
+    assert "Adaptation: warmup: linear warm-up" in doc and "seed 7" in doc and "seeded with 7" in doc
     assert "polycl_pretrain -s simclr" in variants.nnUNetTrainerPolyCL_SimCLR.__doc__
     assert "100 epochs" in variants.nnUNetTrainerPolyCL_M_paper.__doc__
 
@@ -72,7 +76,9 @@ def test_every_method_schedule_combination_is_exported_by_the_thin_trainer_modul
 
 
 @pytest.mark.parametrize("name", ["nnUNetTrainerPolyCL_k0", "nnUNetTrainerPolyCL_smoke_S", "nnUNetTrainerPolyCL_X",
-                                  "nnUNetTrainerPolyCL_paper_demo", "nnUNetTrainerPolyCL_k03", "nnUNetTrainerFoo"])
+                                  "nnUNetTrainerPolyCL_paper_demo", "nnUNetTrainerPolyCL_k03", "nnUNetTrainerFoo",
+                                  "nnUNetTrainerPolyCL_seed1_k2", "nnUNetTrainerPolyCL_k2_warmup",
+                                  "nnUNetTrainerPolyCL_seed01", "nnUNetTrainerPolyCL_slow"])
 def test_invalid_names_are_not_trainers(ext_trainer, name):
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
