@@ -73,7 +73,7 @@ PRESETS = {
         description="CPU, the README demo: baseline against PolyCL-O at 1 labelled scan, 5 seeds sharing one "
                     "pre-training"),
     "study": Preset(
-        "study", ProtocolSettings(pretrain_epochs=5, pretrain_batch_size=20, pretrain_lr=1e-3, slice_fraction=1.0,
+        "study", ProtocolSettings(pretrain_epochs=3, pretrain_batch_size=20, pretrain_lr=1e-3, slice_fraction=1.0,
                                   schedule="paper"),
         methods=("baseline", "S", "O"), seeds=tuple(range(5)), ks=(1, 2, 4, "all"), device="cuda", num_workers=2,
         jobs=8, description="one GPU, about 10 minutes on the demo dataset: the label-efficiency study"),
