@@ -74,9 +74,10 @@ PRESETS = {
                     "pre-training"),
     "study": Preset(
         "study", ProtocolSettings(pretrain_epochs=3, pretrain_batch_size=20, pretrain_lr=1e-3, slice_fraction=1.0,
-                                  schedule="paper"),
+                                  schedule="demo"),
         methods=("baseline", "S", "O"), seeds=tuple(range(5)), ks=(1, 2, 4, "all"), device="cuda", num_workers=2,
-        jobs=8, description="one GPU, about 10 minutes on the demo dataset: the label-efficiency study"),
+        jobs=8, description="one GPU, the label-efficiency study on the demo dataset (60 runs of the _demo schedule, 8 "
+                            "at a time)"),
     "paper": Preset(
         "paper", ProtocolSettings(pretrain_epochs=100, pretrain_batch_size=20, pretrain_lr=1e-4, slice_fraction=0.3,
                                   schedule="paper"),

@@ -159,3 +159,11 @@ def test_3d_configuration_is_refused_before_anything_is_written(make_trainer, de
     with pytest.raises(PolyCLUserError, match="3D .*Use the 2d configuration"):
         make_trainer("nnUNetTrainerPolyCL_smoke", configuration="3d_fullres")
     assert not list(Path(demo_in_process["nnUNet_results"]).rglob("*3d_fullres*"))
+
+
+def test_fold_all_has_no_held_out_cases_to_leak_into(write_pretraining, make_trainer):
+    write_pretraining(fold="all")  # pre-trained on every case, as fold "all" fine-tunes and validates on every case
+    trainer = make_trainer("nnUNetTrainerPolyCL_smoke", fold="all")
+    trainer.initialize()
+    checks = json.loads((Path(trainer.output_folder) / RECORD_FILE).read_text())["pretrained_weights"]["checks"]
+    assert checks["validation_cases_checked"] is False and checks["foreign_opt_in"] is None

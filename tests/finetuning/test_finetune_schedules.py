@@ -91,20 +91,6 @@ def train_steps(trainer, n: int) -> None:
         trainer.train_step(next(trainer.dataloader_train))
 
 
-def test_frozen_encoder_is_bit_identical_until_the_switch_then_trains(make_trainer):
-    trainer = make_trainer("nnUNetTrainerPolyCL_Baseline_smoke_decoderfirst")  # 2 epochs: decoder, then all
-    trainer.on_train_start()
-    lr_curve(trainer, [0])
-    before = network_state(trainer)
-    train_steps(trainer, 2)
-    frozen = network_state(trainer)
-    assert same_tensors(encoder_tensors(frozen), encoder_tensors(before))
-    assert not same_tensors(decoder_tensors(frozen), decoder_tensors(before))
-    lr_curve(trainer, [1])
-    train_steps(trainer, 1)
-    assert not same_tensors(encoder_tensors(network_state(trainer)), encoder_tensors(frozen))
-
-
 @pytest.fixture
 def gloo_world_of_one(tmp_path):
     """Starts a one-process gloo group on request (after the trainer exists: nnU-Net's trainer would otherwise
@@ -116,21 +102,25 @@ def gloo_world_of_one(tmp_path):
         dist.destroy_process_group()
 
 
-def test_freeze_acts_on_the_unwrapped_module_under_ddp(make_trainer, gloo_world_of_one):
-    trainer = make_trainer("nnUNetTrainerPolyCL_Baseline_smoke_decoderfirst")
+@pytest.mark.parametrize("wrapper", [None, "ddp"])
+def test_frozen_encoder_is_bit_identical_until_the_switch_then_trains(make_trainer, gloo_world_of_one, wrapper):
+    trainer = make_trainer("nnUNetTrainerPolyCL_Baseline_smoke_decoderfirst")  # 2 epochs: decoder, then all
     trainer.on_train_start()
-    gloo_world_of_one()
-    trainer.network = torch.nn.parallel.DistributedDataParallel(trainer.network)  # as nnU-Net wraps it
-    trainer.is_ddp = True
-    trainer.loss = trainer._build_loss()  # nnU-Net's DDP loss: every deep-supervision output used
+    if wrapper == "ddp":  # as nnU-Net wraps it; the freeze must act on the unwrapped module
+        gloo_world_of_one()
+        trainer.network = torch.nn.parallel.DistributedDataParallel(trainer.network)
+        trainer.is_ddp = True
+        trainer.loss = trainer._build_loss()  # nnU-Net's DDP loss: every deep-supervision output used
     lr_curve(trainer, [0])
     before = network_state(trainer)
     train_steps(trainer, 2)
-    assert same_tensors(encoder_tensors(network_state(trainer)), encoder_tensors(before))
-    lr_curve(trainer, [1])  # the switch builds the new optimiser through the DDP wrapper
+    frozen = network_state(trainer)
+    assert same_tensors(encoder_tensors(frozen), encoder_tensors(before))
+    assert not same_tensors(decoder_tensors(frozen), decoder_tensors(before))
+    lr_curve(trainer, [1])  # the switch builds the new optimiser (through the DDP wrapper, if any)
     assert encoder_ids(trainer) <= optimised(trainer)
     train_steps(trainer, 1)
-    assert not same_tensors(encoder_tensors(network_state(trainer)), encoder_tensors(before))
+    assert not same_tensors(encoder_tensors(network_state(trainer)), encoder_tensors(frozen))
 
 
 def test_freeze_acts_on_the_unwrapped_module_under_torch_compile(make_trainer):
