@@ -8,8 +8,9 @@ Fine-tuning compares them with its own dataset, plans and split (see ``nnunet_po
   order ``transpose_forward`` and the CT intensity statistics); editing an unrelated configuration or a comment-like
   key does not change it, re-planning with other settings does;
 - ``dataset_fingerprint_sha256``: sha256 of ``dataset_fingerprint.json`` (what nnU-Net measured on the raw data);
-- ``pretraining_cases``: every case whose slices pre-training used, so that a fine-tuning run can refuse weights
-  that have seen its validation cases;
+- ``pretraining_cases``: every case of the dataset whose slices pre-training used, so that a fine-tuning run can
+  refuse weights that have seen its validation cases; ``unlabelled_scans``: the ``--unlabelled`` scans it also used
+  (source folder and case; their duplicates of the dataset's cases were left out by image checksum);
 - ``versions``: nnunetv2 and nnunet-polycl.
 """
 from __future__ import annotations
@@ -23,8 +24,6 @@ from typing import Any, Sequence
 from nnunet_polycl.checkpoint import file_sha256
 from nnunet_polycl.network import PlansContext
 
-PROVENANCE_KEYS = ("dataset_name", "plans_fingerprint", "dataset_fingerprint_sha256", "pretraining_cases",
-                   "versions")
 PLANS_LEVEL_KEYS = ("transpose_forward", "transpose_backward", "foreground_intensity_properties_per_channel")
 
 
@@ -55,8 +54,11 @@ def package_versions() -> dict[str, str]:
     return {"nnunetv2": nnunet, "nnunet_polycl": nnunet_polycl.__version__}
 
 
-def pretraining_provenance(ctx: PlansContext, cases: Sequence[str]) -> dict[str, Any]:
-    """The provenance entries of a pre-training on ``cases`` of ``ctx``'s dataset, plans and configuration."""
+def pretraining_provenance(ctx: PlansContext, cases: Sequence[str],
+                           unlabelled_scans: Sequence[str] = ()) -> dict[str, Any]:
+    """The provenance entries of a pre-training on ``cases`` of ``ctx``'s dataset (and ``unlabelled_scans``), plans
+    and configuration."""
     return {"dataset_name": ctx.dataset_name, "plans_fingerprint": plans_fingerprint(ctx.plans, ctx.configuration),
             "dataset_fingerprint_sha256": dataset_fingerprint_sha256(ctx.preprocessed_folder),
-            "pretraining_cases": sorted(str(c) for c in cases), "versions": package_versions()}
+            "pretraining_cases": sorted(str(c) for c in cases),
+            "unlabelled_scans": sorted(str(c) for c in unlabelled_scans), "versions": package_versions()}

@@ -85,9 +85,10 @@ def config_record(settings: PretrainSettings, ctx: PlansContext, train_ids: list
 
 
 def write_pretrained_weights(folder: str, ctx: PlansContext, encoder_state: dict, settings: PretrainSettings,
-                             epochs_done: int, cases: Sequence[str]) -> str:
+                             epochs_done: int, cases: Sequence[str], unlabelled_scans: Sequence[str] = ()) -> str:
     """Write ``pretrained_weights.pth`` atomically: the full plans network with the pre-trained encoder inside, and
-    the run's settings and provenance (``nnunet_polycl.provenance``; ``cases``: every case pre-training used)."""
+    the run's settings and provenance (``nnunet_polycl.provenance``; ``cases``: the dataset's cases pre-training
+    used, ``unlabelled_scans``: the unlabelled ones)."""
     path = join(folder, PRETRAINED_WEIGHTS_FILE)
     atomic_torch_save({
         "network_weights": full_network_state_with_encoder(ctx, encoder_state),
@@ -96,7 +97,7 @@ def write_pretrained_weights(folder: str, ctx: PlansContext, encoder_state: dict
             "configuration": settings.configuration, "fold": settings.fold, "embed_dim": settings.embed_dim,
             "labels": settings.to_dict()["label_values"], "seed": settings.seed,
             "plans_sha256": sha256_of_file(join(ctx.preprocessed_folder, ctx.plans_identifier + ".json")),
-            **pretraining_provenance(ctx, cases),
+            **pretraining_provenance(ctx, cases, unlabelled_scans),
         },
     }, path)
     return path

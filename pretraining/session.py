@@ -214,7 +214,9 @@ def execute(run: PreparedRun, ranks: Ranks = SINGLE_PROCESS) -> str:
         raise
     if ranks.is_main:
         encoder_state = {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()}
-        weights = write_pretrained_weights(run.folder, run.ctx, encoder_state, s, state.epoch, run.index.case_ids)
+        unlabelled = [] if run.unlabelled is None else [case.key for case, _ in run.unlabelled.plan.scans]
+        weights = write_pretrained_weights(run.folder, run.ctx, encoder_state, s, state.epoch, run.train_ids,
+                                           unlabelled)
         atomic_torch_save(checkpoint_dict(state, s, run.data), join(run.folder, FINAL_CHECKPOINT))
         log(f"Finished: {state.epoch} epochs done. Encoder weights for fine-tuning: {weights}")
     return run.folder

@@ -94,7 +94,7 @@ def pretraining_figures(run: PreparedRun, s: BenchmarkSettings, weights_folder: 
                                   (e2e, 1, "triplets/s")], s, run.device, say)
         if weights_folder is not None:
             write_pretrained_weights(weights_folder, run.ctx, e2e.encoder_state(), run.settings, e2e.epoch,
-                                     run.index.case_ids)
+                                     run.train_ids)
     finally:
         data.close()
         e2e.close()
