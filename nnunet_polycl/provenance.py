@@ -32,6 +32,7 @@ def plans_fingerprint(plans: dict, configuration: str) -> str:
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     resolved = PlansManager(plans).get_configuration(configuration).configuration
+    resolved = {k: v for k, v in resolved.items() if k != "inherits_from"}  # where a value came from does not count
     content = {"configuration": resolved, **{key: plans.get(key) for key in PLANS_LEVEL_KEYS}}
     text = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
