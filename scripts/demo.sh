@@ -57,7 +57,8 @@ polycl_evaluate -ref "$RAW_DS/labelsTr" -pred "$PRED" -djfile "$RAW_DS/dataset.j
 step "8/8 few labels: baseline against PolyCL-O fine-tuned on 1 labelled scan, seeds $SEEDS (polycl_experiment --preset demo)"
 EXP="$nnUNet_results/Dataset${ID}_PolyCLDemo/PolyCL_experiment__demo"
 # shellcheck disable=SC2086
-polycl_experiment -d "$ID" --preset demo --seeds $SEEDS -device "$DEVICE" -o "$EXP" --no-progress > "$WORK/experiment.log" 2>&1 \
+polycl_experiment -d "$ID" --preset demo --seeds $SEEDS --pretrained "O=$PRETRAINING/pretrained_weights.pth" \
+    -device "$DEVICE" -o "$EXP" --no-progress > "$WORK/experiment.log" 2>&1 \
     || { tail -40 "$WORK/experiment.log"; exit 1; }
 cat "$EXP/reports/table1.md"
 

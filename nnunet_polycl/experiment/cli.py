@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", default=None, choices=list(INTERVALS),
                    help="95%% confidence interval of the paired differences and of Fig. 4's means: t (default) or "
                         "bootstrap over seeds")
+    p.add_argument("--pretrained", nargs="+", default=None, metavar="METHOD=FILE",
+                   help="fine-tune METHOD from an existing pretrained_weights.pth for every seed instead of "
+                        "pre-training it (e.g. O=$nnUNet_results/.../PolyCL_O__nnUNetPlans__2d/fold_0/"
+                        "pretrained_weights.pth); its sha256 is part of the experiment's identity, and the reports "
+                        "say that the pre-training's randomness is not sampled")
     p.add_argument("--jobs", type=int, default=None,
                    help="runs at a time (each step is a subprocess; default: the preset's)")
     p.add_argument("--num-workers", type=int, default=None,
@@ -94,6 +99,16 @@ def _summary(result: ExperimentResult) -> str:
     return "\n".join(lines)
 
 
+def parse_given_weights(values: list[str] | None) -> dict[str, str] | None:
+    """``["O=/path/a.pth", ...]`` -> ``{"O": "/path/a.pth"}``; raises PolyCLUserError for another form."""
+    if not values:
+        return None
+    bad = [v for v in values if "=" not in v or not v.split("=", 1)[0] or not v.split("=", 1)[1]]
+    if bad:
+        raise PolyCLUserError(f"--pretrained expects METHOD=FILE (e.g. O=pretrained_weights.pth), got {bad[0]!r}.")
+    return dict(v.split("=", 1) for v in values)
+
+
 def experiment_entry(argv: list[str] | None = None) -> None:
     """Command line of ``polycl_experiment``."""
     args = build_parser().parse_args(argv)
@@ -109,6 +124,7 @@ def experiment_entry(argv: list[str] | None = None) -> None:
             pretrain_epochs=args.pretrain_epochs, pretrain_batch_size=args.batch_size, pretrain_lr=args.pretrain_lr,
             slice_fraction=args.slice_fraction, schedule=args.schedule, pretraining_seeds=args.pretraining_seeds,
             pair_by=args.pair_by, interval=args.interval, num_workers=args.num_workers, jobs=args.jobs,
+            pretrained=parse_given_weights(args.pretrained),
             force_mix=args.force_mix, progress=not args.no_progress)
         result = run_experiment(request)
     except PolyCLUserError as e:

@@ -22,7 +22,7 @@ from nnunet_polycl.evaluation import comparison_verdict, evaluate_folders, plot_
 from nnunet_polycl.evaluation.files import write_json_atomic, write_text_atomic
 from nnunet_polycl.evaluation.reports import method_table, table_csv, table_markdown
 from nnunet_polycl.experiment.layout import FINISHED_FILE, ExperimentLayout, RunSpec
-from nnunet_polycl.experiment.presets import METHODS, ProtocolSettings
+from nnunet_polycl.experiment.presets import METHODS
 from nnunet_polycl.experiment.state import read_marker
 from nnunet_polycl.paths import PolyCLUserError
 
@@ -78,11 +78,9 @@ def comparisons(rows: list[dict]) -> list[tuple[str, list[dict]]]:
     return groups
 
 
-def _settings(layout: ExperimentLayout) -> ProtocolSettings:
+def _identity(layout: ExperimentLayout) -> dict:
     with open(layout.experiment_file) as f:
-        identity = json.load(f)["identity"]
-    fields = ProtocolSettings.__dataclass_fields__
-    return ProtocolSettings(**{k: identity[k] for k in fields if k in identity})
+        return json.load(f)["identity"]
 
 
 def _write_tables(tables: list[dict], folder: str, name: str) -> dict[str, str]:
@@ -98,17 +96,22 @@ def _write_tables(tables: list[dict], folder: str, name: str) -> dict[str, str]:
     return {f"{name}_{ext}": path for ext, path in paths.items()}
 
 
-def verdicts(tables: list[dict], settings: ProtocolSettings) -> str:
+def verdicts(tables: list[dict], identity: dict) -> str:
     """``verdict.md``: what each arm's Dice comparison supports, per k, and what the design leaves out."""
     lines = ["# What these runs show (Dice)", ""]
     for table in tables:
         for entry in table["rows"]:
             if entry["method"] != table["baseline"]:
                 lines.append(f"- {entry['method']}: {comparison_verdict(table, entry['method'], entry['k'])}")
-    if settings.pretraining_seeds == "shared":
+    given = identity.get("given_pretrained_weights")
+    if given:
+        lines += ["", f"Note: {', '.join(given)} fine-tuned from one given weights file for every seed (not "
+                      f"pre-trained here), so the pre-training's own randomness is not sampled: the intervals are "
+                      f"conditional on that one encoder."]
+    elif identity.get("pretraining_seeds") == "shared":
         lines += ["", "Note: one pre-training (the first seed's) serves every seed, so the pre-training's own "
                       "randomness is not sampled: the intervals are conditional on that one encoder."]
-    if settings.pair_by == "case":
+    if identity.get("pair_by") == "case":
         lines += ["", "Note: PER-CASE PAIRING was asked for; cases of one run are not independent, so the intervals "
                       "are too narrow."]
     return "\n".join(lines) + "\n"
@@ -123,20 +126,20 @@ def write_reports(layout: ExperimentLayout) -> dict[str, str]:
     rows = [row for _, rows in results for row in rows]
     if not rows:
         return {}
-    settings = _settings(layout)
+    identity = _identity(layout)
+    pair_by, interval = identity.get("pair_by", "run"), identity.get("interval", "t")
     written = {"results_json": write_json_atomic(join(layout.reports, "results.json"),
                                                  {"runs": [record for record, _ in results], "rows": rows})}
-    tables = [method_table(group, baseline, settings.pair_by, settings.interval) for baseline, group in
-              comparisons(rows)]
+    tables = [method_table(group, baseline, pair_by, interval) for baseline, group in comparisons(rows)]
     if tables:
         written.update(_write_tables(tables, layout.reports, "table1"))
-        written["verdict_md"] = write_text_atomic(join(layout.reports, "verdict.md"), verdicts(tables, settings))
+        written["verdict_md"] = write_text_atomic(join(layout.reports, "verdict.md"), verdicts(tables, identity))
     references = [a for a in REFERENCE_ADAPTATIONS if any(r["method"] == _baseline_arm(a) for r in rows)]
     if len({r["adaptation"] for r in rows}) > 1 and references:
-        reference = method_table(rows, _baseline_arm(references[0]), settings.pair_by, settings.interval)
+        reference = method_table(rows, _baseline_arm(references[0]), pair_by, interval)
         written.update(_write_tables([reference], layout.reports, "schedules"))
     if any(r["k"] is not None for r in rows):
         figure = plot_against_k(rows, join(layout.reports, "fig4.png"), baseline=BASELINE, overwrite=True,
-                                interval=settings.interval)
+                                interval=interval)
         written.update({f"fig4_{ext}": path for ext, path in figure["files"].items()})
     return written

@@ -28,6 +28,7 @@ from nnunet_polycl.experiment.presets import (
     get_preset,
     override_settings,
     parse_k,
+    pretraining_strategy,
 )
 from nnunet_polycl.experiment.progress import ExperimentProgress
 from nnunet_polycl.experiment.reports import evaluate_run, write_reports
@@ -65,6 +66,7 @@ class ExperimentRequest:
     interval: str | None = None
     num_workers: int | None = None
     jobs: int | None = None
+    pretrained: dict[str, str] | None = None  # method -> an existing pretrained_weights.pth, used for every seed
     force_mix: bool = False
     progress: bool = True
 
@@ -112,12 +114,30 @@ def check_trainers(names: list[str]) -> None:
                                           f"--schedule and --k (see polycl_experiment -h).") from None
 
 
-def _identity(plans_ctx: PlansContext, fold: int | str, settings: ProtocolSettings, cases: EvaluationCases) -> dict:
+def _identity(plans_ctx: PlansContext, fold: int | str, settings: ProtocolSettings, cases: EvaluationCases,
+              given: dict[str, str]) -> dict:
     """The settings that define an experiment's numbers (a changed plans file counts: re-planning changes them)."""
     plans_sha256 = file_sha256(join(plans_ctx.preprocessed_folder, plans_ctx.plans_identifier + ".json"))
-    return {"dataset": plans_ctx.dataset_name, "fold": fold, "plans": plans_ctx.plans_identifier,
-            "plans_sha256": plans_sha256, "configuration": CONFIGURATION, "evaluated_cases": list(cases.cases),
-            **settings.to_dict()}
+    identity = {"dataset": plans_ctx.dataset_name, "fold": fold, "plans": plans_ctx.plans_identifier,
+                "plans_sha256": plans_sha256, "configuration": CONFIGURATION, "evaluated_cases": list(cases.cases),
+                **settings.to_dict()}
+    if given:
+        identity["given_pretrained_weights"] = {m: file_sha256(path) for m, path in sorted(given.items())}
+    return identity
+
+
+def check_given_weights(given: dict[str, str], methods: tuple[str, ...]) -> dict[str, str]:
+    """``--pretrained METHOD=FILE``: absolute paths of existing files, for pre-trained methods of the grid."""
+    checked = {}
+    for method, path in given.items():
+        if method not in methods or pretraining_strategy(method) is None:
+            raise PolyCLUserError(f"--pretrained {method}={path}: {method} is not a pre-trained method of this "
+                                  f"experiment (methods: {' '.join(methods)}; the baseline loads nothing).")
+        if not os.path.isfile(path):
+            raise PolyCLUserError(f"--pretrained {method}={path}: no such file. Give a pretrained_weights.pth that "
+                                  f"polycl_pretrain wrote.")
+        checked[method] = os.path.abspath(path)
+    return checked
 
 
 def prepare(req: ExperimentRequest) -> tuple[StepContext, list[RunSpec], EvaluationCases]:
@@ -148,10 +168,11 @@ def prepare(req: ExperimentRequest) -> tuple[StepContext, list[RunSpec], Evaluat
     plans_ctx = load_plans_context(dataset_name, req.plans_identifier, CONFIGURATION)
     cases = select_cases(plans_ctx, fold, req.test_cases)
     _check_budgets(ks, cases, fold)
-    runs = run_grid(methods, adaptations, seeds, ks, settings.pretraining_seeds == "shared")
+    runs = run_grid(methods, adaptations, seeds, ks, settings.pretraining_seeds == "shared" or bool(req.pretrained))
     layout = ExperimentLayout(os.path.abspath(req.output_folder or
                                               default_experiment_folder(dataset_name, preset.name, fold)))
-    identity = _identity(plans_ctx, fold, settings, cases)
+    given = check_given_weights(req.pretrained or {}, methods)
+    identity = _identity(plans_ctx, fold, settings, cases, given)
     forced = check_experiment(layout.experiment_file, identity, req.force_mix)
     check_trainers([r.trainer(settings.schedule) for r in runs])
     os.makedirs(layout.root, exist_ok=True)
@@ -166,7 +187,7 @@ def prepare(req: ExperimentRequest) -> tuple[StepContext, list[RunSpec], Evaluat
                          "fit, not generalisation. Pass --test-cases to evaluate on held-out cases.")
     ctx = StepContext(dataset_name, fold, req.plans_identifier, CONFIGURATION, settings, device,
                       req.num_workers if req.num_workers is not None else preset.num_workers, layout, progress,
-                      plans_ctx.dataset_json, jobs, not req.test_cases)
+                      plans_ctx.dataset_json, jobs, not req.test_cases, given)
     return ctx, runs, cases
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from os.path import isdir, isfile, join
 
 from nnunet_polycl.environment import trainer_directory
@@ -38,6 +38,7 @@ class StepContext:
     dataset_json: dict
     jobs: int = 1
     on_validation_cases: bool = True  # evaluated cases = the fold's validation cases (else given test cases)
+    given_weights: dict[str, str] = field(default_factory=dict)  # method -> pretrained_weights.pth to use as it is
 
 
 def base_environment() -> dict[str, str]:
@@ -63,10 +64,13 @@ def _run(ctx: StepContext, run_name: str, step: str, argv: list[str], env: dict[
 
 
 def pretrain(ctx: StepContext, run: RunSpec) -> str | None:
-    """Pre-train the encoder of ``run``'s method and seed once (shared by all k); returns the weights file."""
+    """Pre-train the encoder of ``run``'s method and seed once (shared by all k); returns the weights file (the given
+    one, for a method whose weights were given with ``--pretrained``)."""
     strategy = pretraining_strategy(run.method)
     if strategy is None:
         return None
+    if run.method in ctx.given_weights:
+        return ctx.given_weights[run.method]
     folder = ctx.layout.pretraining(run.pretraining_name)
     weights, marker = join(folder, PRETRAINED_WEIGHTS_FILE), folder + ".finished.json"
     if read_marker(marker) is not None and isfile(weights):

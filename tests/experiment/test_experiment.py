@@ -159,6 +159,8 @@ def _fold0(preprocessed_demo: Path) -> dict:
     ({"adaptations": ("warmup", "slow")}, r"Unknown adaptation\(s\) slow"),
     ({"jobs": 0}, "--jobs 0 is invalid"),
     ({"pair_by": "slice"}, "Unknown --pair-by 'slice'"),
+    ({"methods": ("baseline", "O"), "pretrained": {"O": "/nowhere/pretrained_weights.pth"}}, "no such file"),
+    ({"methods": ("baseline", "O"), "pretrained": {"baseline": "x.pth"}}, "baseline is not a pre-trained method"),
 ])
 def test_bad_input_is_refused_before_anything_is_written(demo_in_process, tmp_path, changes, message):
     from nnunet_polycl.experiment.runner import ExperimentRequest, run_experiment
