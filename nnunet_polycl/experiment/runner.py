@@ -12,7 +12,7 @@ import contextlib
 import io
 import os
 import time
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from os.path import join
 
@@ -234,7 +234,7 @@ def _run_phase(ctx: StepContext, result: ExperimentResult, runs: list[RunSpec]) 
     with ThreadPoolExecutor(max_workers=ctx.jobs) as pool:
         pending = {pool.submit(_do_run, ctx, run): run for run in runs}
         while pending:
-            done, _ = wait(pending, return_when=FIRST_EXCEPTION)
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 run = pending.pop(future)
                 if future.exception() is not None:
