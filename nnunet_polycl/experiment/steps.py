@@ -18,6 +18,7 @@ from nnunet_polycl.experiment.process import StepFailedError, run_logged
 from nnunet_polycl.experiment.progress import ExperimentProgress
 from nnunet_polycl.experiment.state import read_marker, write_marker
 from nnunet_polycl.finetuning.pretrained import OVERRIDE_VARIABLE
+from nnunet_polycl.finetuning.trainer import CPU_THREADS_VARIABLE
 from nnunet_polycl.paths import PRETRAINED_WEIGHTS_FILE, fold_folder_name
 from nnunet_polycl.pretraining.loop import FINAL_CHECKPOINT, LATEST_CHECKPOINT
 
@@ -58,8 +59,9 @@ def base_environment() -> dict[str, str]:
 
 def _run(ctx: StepContext, run_name: str, step: str, argv: list[str], env: dict[str, str], log: str) -> float:
     ctx.progress.step(run_name, step, log)
-    if ctx.jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # parallel jobs share the CPU cores
-        env = {**env, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // ctx.jobs))}
+    if ctx.jobs > 1 and ctx.device == "cpu":  # parallel jobs share the CPU cores
+        threads = str(max(1, (os.cpu_count() or 1) // ctx.jobs))
+        env = {**env, "OMP_NUM_THREADS": threads, CPU_THREADS_VARIABLE: threads}
     return run_logged(argv, env, log, f"{step} of {run_name}", ctx.progress.line)
 
 

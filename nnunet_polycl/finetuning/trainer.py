@@ -5,7 +5,7 @@ in one overridden method that calls nnU-Net's:
 
 - ``__init__``: refuses a 3D configuration; for a new run (no checkpoint in the fold folder yet) it finds, reads and
   checks the pre-trained weights (see :mod:`.pretrained`) *before* nnU-Net creates the fold folder, so a refused file
-  leaves nothing behind; applies the schedule's batch size; on the CPU it honours ``OMP_NUM_THREADS`` (nnU-Net's
+  leaves nothing behind; applies the schedule's batch size; on the CPU it honours ``$POLYCL_CPU_THREADS`` (nnU-Net's
   entry point sets torch's threads to every core, which parallel runs would oversubscribe).
 - ``initialize``: seeds the run (``_seed<s>``), then, after nnU-Net built the network, loads the checked encoder.
   A run that continues from its own checkpoint (``--c``, ``--val``) loads nothing: its checkpoint carries the weights
@@ -64,6 +64,7 @@ RECORD_FILE = "polycl_finetuning.json"
 CHECKPOINT_KEY = "polycl_finetuning"
 DEFAULT_DEVICE = torch.device("cuda")  # nnUNetTrainer's default, as a constant
 DEFAULT_ADAPTATION = "direct"
+CPU_THREADS_VARIABLE = "POLYCL_CPU_THREADS"  # torch threads on the CPU (polycl_experiment --jobs sets it)
 CHECKPOINT_FILES = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
 
 
@@ -129,8 +130,8 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
         new_run = folder is None or not any(isfile(join(folder, f)) for f in CHECKPOINT_FILES)
         self.polycl_weights = self._checked_weights(plans, configuration, fold) if new_run else None
         super().__init__(plans, configuration, fold, dataset_json, device)
-        if self.device.type == "cpu" and os.environ.get("OMP_NUM_THREADS", "").isdigit():
-            torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # nnUNetv2_train takes every core on the CPU
+        if self.device.type == "cpu" and os.environ.get(CPU_THREADS_VARIABLE, "").isdigit():
+            torch.set_num_threads(int(os.environ[CPU_THREADS_VARIABLE]))  # nnUNetv2_train takes every core
         if self.polycl_batch_size is not None:
             self.configuration_manager.configuration["batch_size"] = self.polycl_batch_size
         self.polycl_record: dict[str, Any] | None = None

@@ -31,9 +31,9 @@ from tests.pretraining.conftest import (
 
 # Loader workers would double the processes on 2 cores: the ranks of these runs load in their own process.
 DDP = ["-num_gpus", "2", "--allow-cpu-ddp", "--num-workers", "0"]
-# PolyCL-O needs slices with and without the organ: the middle 70% of the two scans (23 slices, batches of 16 + 7).
-O_ARGS = ["-d", str(SMALL_ID), "-f", "all", "-s", "O", "-device", "cpu", "--batch-size", "16",
-          "--slice-fraction", "0.7", "--num-workers", "0", "--epochs", "2"]
+# PolyCL-O needs slices with and without the organ: all slices of the two scans (33, batches of 12 + 12 + 9).
+O_ARGS = ["-d", str(SMALL_ID), "-f", "all", "-s", "O", "-device", "cpu", "--batch-size", "12",
+          "--slice-fraction", "1.0", "--num-workers", "0", "--epochs", "2"]
 RUN_FILES = {"checkpoint_latest.pth", "checkpoint_final.pth", "pretrained_weights.pth", "config.json",
              "training_log.txt", "progress.png"}
 
