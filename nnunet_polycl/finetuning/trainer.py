@@ -56,9 +56,10 @@ from nnunet_polycl.finetuning.pretrained import (
     unchecked_warning,
 )
 from nnunet_polycl.finetuning.seeding import seed_fine_tuning, seeded_augmenter
-from nnunet_polycl.network import encoder_of, unwrap
+from nnunet_polycl.network import build_plans_network, encoder_of, load_plans_context, unwrap
 from nnunet_polycl.paths import DEFAULT_STRATEGY, PolyCLUserError
 from nnunet_polycl.provenance import plans_fingerprint
+from nnunet_polycl.splits import training_cases
 
 RECORD_FILE = "polycl_finetuning.json"
 CHECKPOINT_KEY = "polycl_finetuning"
@@ -148,9 +149,6 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
     def _checked_weights(self, plans: dict, configuration: str, fold) -> tuple[PretrainedWeights, dict] | None:
         """The weights file this run starts from, read and checked against this dataset, plans, split and network
         (None for a random-initialisation baseline)."""
-        from nnunet_polycl.network import build_plans_network, load_plans_context
-        from nnunet_polycl.splits import training_cases
-
         if self.polycl_strategy is None:
             return None
         ctx = load_plans_context(plans["dataset_name"], plans["plans_name"], configuration)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nnunet_polycl.unlabelled.benchmark import main, synthetic_statuses
+from nnunet_polycl.benchmark.unlabelled import main, synthetic_statuses
 from tests.unlabelled.conftest import FEW_ID, FEW_NAME
 
 

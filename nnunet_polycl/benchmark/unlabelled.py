@@ -1,4 +1,4 @@
-"""Benchmark figures of the unlabelled-data stage, run by hand (``python -m nnunet_polycl.unlabelled.benchmark``).
+"""Benchmark figures of the unlabelled-data stage, run by hand (``python -m nnunet_polycl.benchmark.unlabelled``).
 
 - ``index``: build the slice index of labelled + unlabelled scans (per-scan status arrays -> index, concatenation,
   O's subset of slices with a status) and draw one epoch of triplets for S, O and M, at several sizes up to 10^6
@@ -179,7 +179,7 @@ def _print_index(rows: list[dict]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Command line: ``index [--sizes N ...]`` or ``preprocess -d DATASET [-np N] [--copies K] [--repeats R]``."""
-    p = argparse.ArgumentParser(prog="python -m nnunet_polycl.unlabelled.benchmark", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m nnunet_polycl.benchmark.unlabelled", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="figure", required=True)
     idx = sub.add_parser("index", help="slice index and samplers at up to 10^6 slices")
