@@ -102,6 +102,17 @@ def gloo_world_of_one(tmp_path):
         dist.destroy_process_group()
 
 
+def assert_two_steps_train_the_decoder_only(trainer) -> dict:
+    """Epoch 0, two optimiser steps: the encoder stays bit-identical, the decoder changes; returns the state after."""
+    lr_curve(trainer, [0])
+    before = network_state(trainer)
+    train_steps(trainer, 2)
+    after = network_state(trainer)
+    assert same_tensors(encoder_tensors(after), encoder_tensors(before))
+    assert not same_tensors(decoder_tensors(after), decoder_tensors(before))
+    return after
+
+
 @pytest.mark.parametrize("wrapper", [None, "ddp"])
 def test_frozen_encoder_is_bit_identical_until_the_switch_then_trains(make_trainer, gloo_world_of_one, wrapper):
     trainer = make_trainer("nnUNetTrainerPolyCL_Baseline_smoke_decoderfirst")  # 2 epochs: decoder, then all
@@ -111,12 +122,7 @@ def test_frozen_encoder_is_bit_identical_until_the_switch_then_trains(make_train
         trainer.network = torch.nn.parallel.DistributedDataParallel(trainer.network)
         trainer.is_ddp = True
         trainer.loss = trainer._build_loss()  # nnU-Net's DDP loss: every deep-supervision output used
-    lr_curve(trainer, [0])
-    before = network_state(trainer)
-    train_steps(trainer, 2)
-    frozen = network_state(trainer)
-    assert same_tensors(encoder_tensors(frozen), encoder_tensors(before))
-    assert not same_tensors(decoder_tensors(frozen), decoder_tensors(before))
+    frozen = assert_two_steps_train_the_decoder_only(trainer)
     lr_curve(trainer, [1])  # the switch builds the new optimiser (through the DDP wrapper, if any)
     assert encoder_ids(trainer) <= optimised(trainer)
     train_steps(trainer, 1)
@@ -128,12 +134,7 @@ def test_freeze_acts_on_the_unwrapped_module_under_torch_compile(make_trainer):
     trainer.on_train_start()
     trainer.network = torch.compile(unwrap(trainer.network), backend="eager")
     trainer.optimizer, trainer.lr_scheduler = trainer.configure_optimizers()  # nnU-Net: compile, then optimiser
-    lr_curve(trainer, [0])
-    before = network_state(trainer)
-    train_steps(trainer, 2)
-    after = network_state(trainer)
-    assert same_tensors(encoder_tensors(after), encoder_tensors(before))
-    assert not same_tensors(decoder_tensors(after), decoder_tensors(before))
+    assert_two_steps_train_the_decoder_only(trainer)
 
 
 @pytest.mark.parametrize("workers", ["0", "2"])
