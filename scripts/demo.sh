@@ -49,7 +49,10 @@ os.makedirs(out, exist_ok=True)
 for case in splits[0]["val"]:
     shutil.copy(join(raw, "imagesTr", f"{case}_0000.nii.gz"), out)
 PY
-nnUNetv2_predict -i "$WORK/val_images" -o "$PRED" -d "$ID" -c 2d -f 0 -tr nnUNetTrainerPolyCL_demo -device "$DEVICE" --disable_tta
+# one preprocessing and one export worker (-npp, -nps): on 2 cores, starting nnU-Net's default 3 + 3 costs more than
+# they save for 4 small scans
+nnUNetv2_predict -i "$WORK/val_images" -o "$PRED" -d "$ID" -c 2d -f 0 -tr nnUNetTrainerPolyCL_demo -device "$DEVICE" \
+    --disable_tta -npp 1 -nps 1
 
 step "7/8 evaluation: Dice, HD and HD95 in mm"
 polycl_evaluate -ref "$RAW_DS/labelsTr" -pred "$PRED" -djfile "$RAW_DS/dataset.json" -o "$WORK/evaluation_PolyCL_O" --intersection --overwrite

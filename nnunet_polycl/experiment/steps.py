@@ -59,9 +59,9 @@ def base_environment() -> dict[str, str]:
 
 def _run(ctx: StepContext, run_name: str, step: str, argv: list[str], env: dict[str, str], log: str) -> float:
     ctx.progress.step(run_name, step, log)
-    if ctx.jobs > 1 and ctx.device == "cpu":  # parallel jobs share the CPU cores
+    if ctx.jobs > 1 and ctx.device == "cpu":  # parallel jobs share the CPU cores: threads and nnU-Net's worker pools
         threads = str(max(1, (os.cpu_count() or 1) // ctx.jobs))
-        env = {**env, "OMP_NUM_THREADS": threads, CPU_THREADS_VARIABLE: threads}
+        env = {**env, "OMP_NUM_THREADS": threads, CPU_THREADS_VARIABLE: threads, "nnUNet_def_n_proc": threads}
     return run_logged(argv, env, log, f"{step} of {run_name}", ctx.progress.line)
 
 
