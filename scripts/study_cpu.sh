@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The reduced CPU label-efficiency study of the README ("What the evidence shows"): baseline against PolyCL-O on the
 # demo dataset, fold 0, seeds 0-4; adaptations direct, warmup, decoderfirst and frozen at k = 1 and 4, direct at
-# k = all. 90 fine-tuning runs and 5 pre-trainings: about 80 minutes on 2 CPU cores. Re-running continues (finished
+# k = all. 90 fine-tuning runs and 5 pre-trainings: about 85 minutes on 2 CPU cores. Re-running continues (finished
 # runs are skipped). Uses ./work/study for nnUNet_raw / _preprocessed / _results unless those are set.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
