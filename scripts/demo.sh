@@ -5,12 +5,8 @@
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$REPO/scripts/setup_venv.sh"
-WORK="$REPO/work/demo"
-export nnUNet_raw="${nnUNet_raw:-$WORK/nnUNet_raw}"
-export nnUNet_preprocessed="${nnUNet_preprocessed:-$WORK/nnUNet_preprocessed}"
-export nnUNet_results="${nnUNet_results:-$WORK/nnUNet_results}"
-export nnUNet_n_proc_DA="${nnUNet_n_proc_DA:-0}" nnUNet_def_n_proc="${nnUNet_def_n_proc:-2}" MPLBACKEND=Agg
-mkdir -p "$nnUNet_raw" "$nnUNet_preprocessed" "$nnUNet_results"
+source "$REPO/scripts/nnunet_folders.sh" demo
+export nnUNet_n_proc_DA="${nnUNet_n_proc_DA:-0}" nnUNet_def_n_proc="${nnUNet_def_n_proc:-2}"
 ID=990
 DEVICE="${DEVICE:-cpu}"
 SEEDS="${DEMO_SEEDS:-0 1 2 3 4}"

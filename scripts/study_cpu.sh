@@ -6,12 +6,8 @@
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$REPO/scripts/setup_venv.sh"
-WORK="$REPO/work/study"
-export nnUNet_raw="${nnUNet_raw:-$WORK/nnUNet_raw}"
-export nnUNet_preprocessed="${nnUNet_preprocessed:-$WORK/nnUNet_preprocessed}"
-export nnUNet_results="${nnUNet_results:-$WORK/nnUNet_results}"
-export nnUNet_def_n_proc="${nnUNet_def_n_proc:-1}" MPLBACKEND=Agg
-mkdir -p "$nnUNet_raw" "$nnUNet_preprocessed" "$nnUNet_results"
+source "$REPO/scripts/nnunet_folders.sh" study
+export nnUNet_def_n_proc="${nnUNet_def_n_proc:-1}"
 ID=990
 DEVICE="${DEVICE:-cpu}"
 compgen -G "$nnUNet_raw/Dataset${ID}_PolyCLDemo" > /dev/null || polycl_demo make-dataset -d "$ID"
