@@ -57,12 +57,19 @@ def base_environment() -> dict[str, str]:
     return env
 
 
+def job_environment(env: dict[str, str], jobs: int, device: str) -> dict[str, str]:
+    """``env`` for one of ``jobs`` parallel jobs: on the CPU each gets cores / jobs torch threads (``OMP_NUM_THREADS``
+    and the PolyCL trainers' ``POLYCL_CPU_THREADS``) and as many nnU-Net worker processes (``nnUNet_def_n_proc``)."""
+    if jobs <= 1 or device != "cpu":
+        return env
+    share = str(max(1, (os.cpu_count() or 1) // jobs))
+    return {**env, "OMP_NUM_THREADS": share, CPU_THREADS_VARIABLE: share, "nnUNet_def_n_proc": share}
+
+
 def _run(ctx: StepContext, run_name: str, step: str, argv: list[str], env: dict[str, str], log: str) -> float:
     ctx.progress.step(run_name, step, log)
-    if ctx.jobs > 1 and ctx.device == "cpu":  # parallel jobs share the CPU cores: threads and nnU-Net's worker pools
-        threads = str(max(1, (os.cpu_count() or 1) // ctx.jobs))
-        env = {**env, "OMP_NUM_THREADS": threads, CPU_THREADS_VARIABLE: threads, "nnUNet_def_n_proc": threads}
-    return run_logged(argv, env, log, f"{step} of {run_name}", ctx.progress.line)
+    return run_logged(argv, job_environment(env, ctx.jobs, ctx.device), log, f"{step} of {run_name}",
+                      ctx.progress.line)
 
 
 def pretrain(ctx: StepContext, run: RunSpec) -> str | None:

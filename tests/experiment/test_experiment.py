@@ -194,3 +194,16 @@ def test_test_cases_from_a_file_are_linked_with_their_labels(demo_in_process, pr
     assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [f"{c}_0000.nii.gz" for c in sorted(chosen)]
     for case in chosen:
         assert (tmp_path / "labels" / f"{case}.nii.gz").resolve() == (raw / "labelsTr" / f"{case}.nii.gz").resolve()
+
+
+def test_parallel_cpu_jobs_share_the_cores_in_threads_and_nnunet_workers(monkeypatch):
+    from nnunet_polycl.experiment.steps import job_environment
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    env = {"nnUNet_def_n_proc": "8", "PATH": "/bin"}
+    shared = job_environment(env, jobs=4, device="cpu")
+    assert {k: shared[k] for k in ("OMP_NUM_THREADS", "POLYCL_CPU_THREADS", "nnUNet_def_n_proc")} == {
+        "OMP_NUM_THREADS": "2", "POLYCL_CPU_THREADS": "2", "nnUNet_def_n_proc": "2"}
+    assert shared["PATH"] == "/bin" and env["nnUNet_def_n_proc"] == "8"  # the caller's environment is not changed
+    assert job_environment(env, jobs=16, device="cpu")["nnUNet_def_n_proc"] == "1"
+    assert job_environment(env, jobs=1, device="cpu") == env and job_environment(env, jobs=4, device="cuda") == env

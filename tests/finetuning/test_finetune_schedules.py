@@ -172,3 +172,22 @@ def test_paper_protocol_counts_its_iterations_from_the_labelled_slices(make_trai
     assert trainer.num_val_iterations_per_epoch == math.ceil(sum(slices[c] for c in val) / 10)
     assert "one pass over the 2 labelled training cases' slices" in Path(trainer.log_file).read_text()
     assert os.path.basename(trainer.output_folder) == "fold_0"
+
+
+def test_demo_draws_progress_every_sixth_epoch_and_at_the_last(make_trainer):
+    """nnU-Net redraws progress.png after every epoch; ``_demo`` after epochs 6 and 12 only (its training unchanged)."""
+    trainer = make_trainer("nnUNetTrainerPolyCL_Baseline_demo")
+    trainer.on_train_start()
+    plot = Path(trainer.output_folder) / "progress.png"
+    drawn = []
+    for epoch in range(trainer.num_epochs):
+        plot.unlink(missing_ok=True)
+        trainer.on_epoch_start()
+        for key, value in [("lrs", 1e-3), ("train_losses", -0.1), ("val_losses", -0.1), ("mean_fg_dice", 0.5),
+                           ("dice_per_class_or_region", [0.5])]:
+            trainer.logger.log(key, value, epoch)
+        trainer.on_epoch_end()
+        if plot.is_file():
+            drawn.append(epoch)
+    assert trainer.num_epochs == 12 and drawn == [5, 11]
+    assert "Epoch time" in Path(trainer.log_file).read_text()  # the rest of nnU-Net's epoch end still runs
