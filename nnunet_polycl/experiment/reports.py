@@ -100,9 +100,12 @@ def verdicts(tables: list[dict], identity: dict) -> str:
     """``verdict.md``: what each arm's Dice comparison supports, per k, and what the design leaves out."""
     lines = ["# What these runs show (Dice)", ""]
     for table in tables:
+        several_labels = len({e["label"] for e in table["rows"]}) > 1
         for entry in table["rows"]:
             if entry["method"] != table["baseline"]:
-                lines.append(f"- {entry['method']}: {comparison_verdict(table, entry['method'], entry['k'])}")
+                label = f" ({entry['label']})" if several_labels else ""
+                verdict = comparison_verdict(table, entry["method"], entry["k"], label=entry["label"])
+                lines.append(f"- {entry['method']}{label}: {verdict}")
     given = identity.get("given_pretrained_weights")
     if given:
         lines += ["", f"Note: {', '.join(given)} fine-tuned from one given weights file for every seed (not "

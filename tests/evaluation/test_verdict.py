@@ -28,3 +28,20 @@ def test_hd_lower_is_better():
     rows = synthetic_rows(seeds=tuple(range(6)))
     verdict = comparison_verdict(method_table(rows), "O", 5, metric="hd95")
     assert "O was better than baseline on HD95" in verdict
+
+
+def test_a_clear_difference_over_fewer_than_five_seeds_is_not_called_a_result():
+    verdict = comparison_verdict(method_table(synthetic_rows(seeds=(0, 1, 2))), "O", 5)
+    assert "interval excludes 0" in verdict and "too few to conclude" in verdict and "n < 5: no test" in verdict
+    assert "was better" not in verdict and "p =" not in verdict
+
+
+def test_each_label_gets_its_own_verdict():
+    from nnunet_polycl.experiment.reports import verdicts
+
+    liver = synthetic_rows(seeds=tuple(range(6)))
+    tumour = [dict(r, label="tumour", dice=r["dice"] - (0.05 if r["method"] == "O" else 0.0)) for r in liver]
+    text = verdicts([method_table(liver + tumour)], {})
+    line = {label: next(x for x in text.splitlines() if x.startswith(f"- O ({label})") and "k = 5" in x)
+            for label in ("liver", "tumour")}
+    assert "O was better" in line["liver"] and "O was better" not in line["tumour"]
