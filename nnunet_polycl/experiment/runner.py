@@ -115,14 +115,20 @@ def check_trainers(names: list[str]) -> None:
 
 
 def _identity(plans_ctx: PlansContext, fold: int | str, settings: ProtocolSettings, cases: EvaluationCases,
-              given: dict[str, str]) -> dict:
-    """The settings that define an experiment's numbers (a changed plans file counts: re-planning changes them)."""
+              given: dict[str, str], shared_pretraining_seed: int | None) -> dict:
+    """The settings that define an experiment's numbers (a changed plans file counts: re-planning changes them).
+
+    ``shared_pretraining_seed``: the seed of the one pre-training that serves every seed (``--pretraining-seeds
+    shared``), so that a later call with another first seed cannot fine-tune from another encoder unnoticed.
+    """
     plans_sha256 = file_sha256(join(plans_ctx.preprocessed_folder, plans_ctx.plans_identifier + ".json"))
     identity = {"dataset": plans_ctx.dataset_name, "fold": fold, "plans": plans_ctx.plans_identifier,
                 "plans_sha256": plans_sha256, "configuration": CONFIGURATION, "evaluated_cases": list(cases.cases),
                 **settings.to_dict()}
     if given:
         identity["given_pretrained_weights"] = {m: file_sha256(path) for m, path in sorted(given.items())}
+    elif shared_pretraining_seed is not None:
+        identity["shared_pretraining_seed"] = shared_pretraining_seed
     return identity
 
 
@@ -168,11 +174,12 @@ def prepare(req: ExperimentRequest) -> tuple[StepContext, list[RunSpec], Evaluat
     plans_ctx = load_plans_context(dataset_name, req.plans_identifier, CONFIGURATION)
     cases = select_cases(plans_ctx, fold, req.test_cases)
     _check_budgets(ks, cases, fold)
-    runs = run_grid(methods, adaptations, seeds, ks, settings.pretraining_seeds == "shared" or bool(req.pretrained))
+    shared = settings.pretraining_seeds == "shared" or bool(req.pretrained)
+    runs = run_grid(methods, adaptations, seeds, ks, shared)
     layout = ExperimentLayout(os.path.abspath(req.output_folder or
                                               default_experiment_folder(dataset_name, preset.name, fold)))
     given = check_given_weights(req.pretrained or {}, methods)
-    identity = _identity(plans_ctx, fold, settings, cases, given)
+    identity = _identity(plans_ctx, fold, settings, cases, given, seeds[0] if shared else None)
     forced = check_experiment(layout.experiment_file, identity, req.force_mix)
     check_trainers([r.trainer(settings.schedule) for r in runs])
     os.makedirs(layout.root, exist_ok=True)

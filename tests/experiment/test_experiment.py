@@ -207,3 +207,18 @@ def test_parallel_cpu_jobs_share_the_cores_in_threads_and_nnunet_workers(monkeyp
     assert shared["PATH"] == "/bin" and env["nnUNet_def_n_proc"] == "8"  # the caller's environment is not changed
     assert job_environment(env, jobs=16, device="cpu")["nnUNet_def_n_proc"] == "1"
     assert job_environment(env, jobs=1, device="cpu") == env and job_environment(env, jobs=4, device="cuda") == env
+
+
+def test_shared_pretraining_with_another_first_seed_is_refused(demo_in_process, tmp_path):
+    """A later call whose first seed differs would fine-tune new seeds from another encoder than the finished runs."""
+    from nnunet_polycl.experiment.runner import ExperimentRequest, prepare
+    from nnunet_polycl.paths import PolyCLUserError
+
+    def request(seeds):
+        return ExperimentRequest(dataset=str(DEMO_ID), output_folder=str(tmp_path / "exp"), seeds=seeds,
+                                 pretraining_seeds="shared", schedule="smoke", progress=False)
+
+    prepare(request((0, 1)))
+    prepare(request((0, 2)))  # more seeds, same shared pre-training: allowed
+    with pytest.raises(PolyCLUserError, match="shared_pretraining_seed: folder has 0, now 1"):
+        prepare(request((1, 2)))
