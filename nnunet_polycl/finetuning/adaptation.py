@@ -16,8 +16,8 @@ Adaptations (each a sequence of :class:`Stage`, switched at epoch starts):
 
 "Frozen" means: not in the optimiser. Its parameters then never change (weight decay and momentum act only on
 optimised parameters), whatever wraps the network (DDP, torch.compile), because the parameter objects are those of
-the unwrapped module. Their gradients are still computed (DDP needs a fixed set of parameters) and count in
-nnU-Net's gradient-norm clipping.
+the unwrapped module. Their gradients are set to zero by hooks (DDP needs a fixed set of parameters, so they keep
+``requires_grad``): they neither pile up across iterations nor count in nnU-Net's gradient-norm clipping.
 """
 from __future__ import annotations
 

@@ -137,6 +137,7 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
             self.configuration_manager.configuration["batch_size"] = self.polycl_batch_size
         self.polycl_record: dict[str, Any] | None = None
         self.polycl_stage: Stage | None = None
+        self._polycl_gradient_hooks: list = []  # zero the frozen encoder's gradients (see _mute_frozen_encoder)
         self.polycl_split: tuple[list[str], list[str]] | None = None
         self._polycl_resuming = False
 
@@ -275,18 +276,31 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
             scheduler = self.polycl_decay_scheduler(optimizer, lr, stage.first_epoch)
         return optimizer, scheduler
 
-    def _enter_stage(self, stage: Stage, previous: torch.optim.Optimizer | None = None) -> None:
-        self.optimizer, self.lr_scheduler = self._stage_optimizer(stage, previous)
+    def _mute_frozen_encoder(self, frozen: bool) -> None:
+        """While the encoder is frozen its gradients are zero: nnU-Net's ``optimizer.zero_grad`` clears only the
+        optimised parameters, so they would otherwise pile up over the iterations and dominate the gradient-norm
+        clipping of the whole network, shrinking the decoder's steps. Hooks, not ``requires_grad``, so that DDP keeps
+        its fixed set of parameters."""
+        for handle in self._polycl_gradient_hooks:
+            handle.remove()
+        self._polycl_gradient_hooks = [p.register_hook(torch.zeros_like)
+                                       for p in encoder_of(unwrap(self.network)).parameters()] if frozen else []
+
+    def _use_stage(self, stage: Stage, previous: torch.optim.Optimizer | None = None):
+        """Make ``stage`` the current one; returns its optimiser and scheduler."""
+        optimizer, scheduler = self._stage_optimizer(stage, previous)
         self.polycl_stage = stage
+        self._mute_frozen_encoder(not stage.trains_encoder)
+        return optimizer, scheduler
+
+    def _enter_stage(self, stage: Stage, previous: torch.optim.Optimizer | None = None) -> None:
+        self.optimizer, self.lr_scheduler = self._use_stage(stage, previous)
         if len(self.polycl_plan) > 1 or not stage.trains_encoder:
             self.print_to_log_file(f"PolyCL {self.polycl_adaptation}: stage {stage.name} from epoch "
                                    f"{stage.first_epoch}, encoder {'trained' if stage.trains_encoder else 'frozen'}")
 
     def configure_optimizers(self):
-        stage = self.polycl_plan[0]
-        optimizer, scheduler = self._stage_optimizer(stage)
-        self.polycl_stage = stage
-        return optimizer, scheduler
+        return self._use_stage(self.polycl_plan[0])
 
     def on_train_epoch_start(self) -> None:
         stage = stage_at(self.polycl_plan, self.current_epoch)
@@ -314,8 +328,7 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
             self.initialize()
         saved = stage_at(self.polycl_plan, checkpoint["current_epoch"] - 1)
         if saved != self.polycl_stage:
-            self.optimizer, self.lr_scheduler = self._stage_optimizer(saved)
-            self.polycl_stage = saved
+            self.optimizer, self.lr_scheduler = self._use_stage(saved)
         super().load_checkpoint(filename_or_checkpoint)  # nnU-Net 2.8.1 reads only a file name here
         origin = checkpoint.get(CHECKPOINT_KEY)
         if origin is not None and origin != self.polycl_record:

@@ -110,6 +110,8 @@ def assert_two_steps_train_the_decoder_only(trainer) -> dict:
     after = network_state(trainer)
     assert same_tensors(encoder_tensors(after), encoder_tensors(before))
     assert not same_tensors(decoder_tensors(after), decoder_tensors(before))
+    # nnU-Net's zero_grad clears only optimised parameters: frozen ones must not pile up gradients for the clipping
+    assert all(p.grad is None or not p.grad.any() for p in encoder_of(unwrap(trainer.network)).parameters())
     return after
 
 
