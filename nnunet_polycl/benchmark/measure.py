@@ -37,9 +37,10 @@ def measure(s: BenchmarkSettings, scratch: str, log_file: str) -> dict:
         if s.patch is not None:  # first, while nothing else is in memory
             figures["compute_at_patch"] = patch_figure(run, s, say)
         figures.update(pretraining_figures(run, s, weights_folder if s.finetuning else None, say))
+        # rank 0 of figure 5 runs here: with the setting its other ranks (and polycl_pretrain) use
+        figures["multi_process"] = _multi_process_figure(s, figures["end_to_end"]["steps_per_repeat"], scratch)
     finally:
         torch.backends.cudnn.benchmark = benchmark_mode
-    figures["multi_process"] = _multi_process_figure(s, figures["end_to_end"]["steps_per_repeat"], scratch)
     if s.finetuning:
         figures["finetuning"] = finetuning_figures(run, s, join(weights_folder, PRETRAINED_WEIGHTS_FILE), scratch,
                                                    log_file, say)
