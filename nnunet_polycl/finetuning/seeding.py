@@ -12,20 +12,11 @@ On the CPU two runs with the same seed are bit-identical. On a GPU they are seed
 """
 from __future__ import annotations
 
-import random
-
-import numpy as np
-import torch
 from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAugmenter
 
 from nnunet_polycl.checkpoint import seed_everything
 
 WORKER_SEED_STRIDE = 1000
-
-
-def seed_fine_tuning(seed: int) -> None:
-    """Seed the generators of the fine-tuning process."""
-    seed_everything(seed)
 
 
 def worker_seed(seed: int, worker: int, stream: int = 0) -> int:
@@ -46,10 +37,7 @@ class SeededWorkerLoader:
         self.stream = stream
 
     def set_thread_id(self, thread_id: int) -> None:
-        s = worker_seed(self.seed, thread_id, self.stream)
-        random.seed(s)
-        np.random.seed(s)
-        torch.manual_seed(s)
+        seed_everything(worker_seed(self.seed, thread_id, self.stream))
         self.loader.set_thread_id(thread_id)
 
     def __iter__(self):

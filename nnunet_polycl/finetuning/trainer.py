@@ -37,7 +37,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from nnunet_polycl.checkpoint import atomic_torch_save, atomic_write_json
+from nnunet_polycl.checkpoint import atomic_torch_save, atomic_write_json, seed_everything
 from nnunet_polycl.environment import temporary_environment
 from nnunet_polycl.finetuning.adaptation import Stage, stage_at, stage_lr, stage_plan
 from nnunet_polycl.finetuning.labelled_subset import SUBSET_FILE, SUBSET_SEED, choose_labelled_cases, subset_record
@@ -55,7 +55,7 @@ from nnunet_polycl.finetuning.pretrained import (
     read_pretrained_weights,
     unchecked_warning,
 )
-from nnunet_polycl.finetuning.seeding import seed_fine_tuning, seeded_augmenter
+from nnunet_polycl.finetuning.seeding import seeded_augmenter
 from nnunet_polycl.network import build_plans_network, encoder_of, load_plans_context, unwrap
 from nnunet_polycl.paths import DEFAULT_STRATEGY, PolyCLUserError
 from nnunet_polycl.provenance import plans_fingerprint
@@ -164,7 +164,7 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
 
     def initialize(self) -> None:
         if self.polycl_seed is not None:
-            seed_fine_tuning(self.polycl_seed)
+            seed_everything(self.polycl_seed)
         super().initialize()
         if self._polycl_resuming:
             return  # the checkpoint's weights and record replace whatever would be loaded here
