@@ -24,6 +24,11 @@ EXPERIMENT_FILE = "experiment.json"
 FINISHED_FILE = "finished.json"
 
 
+def arm_name(method: str, adaptation: str) -> str:
+    """The compared arm: the method, and its adaptation unless it is the trainer's default."""
+    return method if adaptation == "default" else f"{method}/{adaptation}"
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One run of the protocol: pre-train (shared across k) -> fine-tune on k scans -> predict -> evaluate.
@@ -40,8 +45,7 @@ class RunSpec:
 
     @property
     def arm(self) -> str:
-        """The compared arm: the method, and its adaptation unless it is the trainer's default."""
-        return self.method if self.adaptation == "default" else f"{self.method}/{self.adaptation}"
+        return arm_name(self.method, self.adaptation)
 
     @property
     def name(self) -> str:

@@ -21,7 +21,7 @@ from os.path import isfile, join
 from nnunet_polycl.evaluation import comparison_verdict, evaluate_folders, plot_against_k, summary_rows
 from nnunet_polycl.evaluation.files import write_json_atomic, write_text_atomic
 from nnunet_polycl.evaluation.reports import method_table, table_csv, table_markdown
-from nnunet_polycl.experiment.layout import FINISHED_FILE, ExperimentLayout, RunSpec
+from nnunet_polycl.experiment.layout import FINISHED_FILE, ExperimentLayout, RunSpec, arm_name
 from nnunet_polycl.experiment.presets import METHODS
 from nnunet_polycl.experiment.state import read_marker
 from nnunet_polycl.paths import PolyCLUserError
@@ -62,16 +62,12 @@ def finished_runs(layout: ExperimentLayout) -> list[tuple[dict, list[dict]]]:
     return sorted(results, key=lambda r: (METHODS.index(r[0]["method"]), r[0].get("adaptation", ""), r[0]["seed"]))
 
 
-def _baseline_arm(adaptation: str) -> str:
-    return RunSpec(BASELINE, adaptation, 0, "all", 0).arm
-
-
 def comparisons(rows: list[dict]) -> list[tuple[str, list[dict]]]:
     """``(baseline arm, rows)`` per adaptation that has baseline runs: the arms of that adaptation and its baseline."""
     adaptations = list(dict.fromkeys(r["adaptation"] for r in rows))
     groups = []
     for adaptation in adaptations:
-        baseline = _baseline_arm(adaptation)
+        baseline = arm_name(BASELINE, adaptation)
         group = [r for r in rows if r["adaptation"] == adaptation]
         if any(r["method"] == baseline for r in group):
             groups.append((baseline, group))
@@ -137,9 +133,9 @@ def write_reports(layout: ExperimentLayout) -> dict[str, str]:
     if tables:
         written.update(_write_tables(tables, layout.reports, "table1"))
         written["verdict_md"] = write_text_atomic(join(layout.reports, "verdict.md"), verdicts(tables, identity))
-    references = [a for a in REFERENCE_ADAPTATIONS if any(r["method"] == _baseline_arm(a) for r in rows)]
+    references = [a for a in REFERENCE_ADAPTATIONS if any(r["method"] == arm_name(BASELINE, a) for r in rows)]
     if len({r["adaptation"] for r in rows}) > 1 and references:
-        reference = method_table(rows, _baseline_arm(references[0]), pair_by, interval)
+        reference = method_table(rows, arm_name(BASELINE, references[0]), pair_by, interval)
         written.update(_write_tables([reference], layout.reports, "schedules"))
     if any(r["k"] is not None for r in rows):
         figure = plot_against_k(rows, join(layout.reports, "fig4.png"), baseline=BASELINE, overwrite=True,
