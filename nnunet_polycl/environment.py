@@ -1,7 +1,8 @@
 """``polycl_env``: the one line that lets ``nnUNetv2_train`` / ``nnUNetv2_predict`` find the PolyCL trainers.
 
 nnU-Net (>= 2.8) searches the directories listed in ``nnUNet_extTrainer`` for trainer classes. This command prints a
-shell line that adds this package's ``trainers`` directory to that variable, keeping any value already there.
+shell line that adds this package's ``trainers`` directory to that variable, keeping any value already there. Also
+what the process may use of this machine (:func:`available_cpus`).
 """
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ from os.path import dirname, isfile, join
 
 HOOK_BEGIN = "# >>> nnunet-polycl: nnUNet_extTrainer >>>"
 HOOK_END = "# <<< nnunet-polycl: nnUNet_extTrainer <<<"
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity where the OS reports it), at least 1."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def trainer_directory() -> str:

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from nnunet_polycl.environment import available_cpus
 from nnunet_polycl.paths import PolyCLUserError
 from nnunet_polycl.pretraining.sharding import BatchShard
 
@@ -125,7 +126,7 @@ def init_process_group(ranks: Ranks, device_type: str, init_method: str) -> torc
     if device.type == "cuda":
         torch.cuda.set_device(device)
     else:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cpus = available_cpus()
         torch.set_num_threads(max(1, cpus // ranks.world_size))
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=init_method, rank=ranks.rank,
                             world_size=ranks.world_size, timeout=PROCESS_GROUP_TIMEOUT)

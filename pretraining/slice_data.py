@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from nnunet_polycl.environment import available_cpus
 from nnunet_polycl.slice_index import SliceIndex, centered_bbox
 
 IMAGE_PAD_VALUE = 0
@@ -156,7 +157,7 @@ class EpochBatchSampler(Sampler):
 
 def default_num_workers(processes: int = 1) -> int:
     """Workers per training process: min(8, CPUs available / ``processes``), at least 1."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = available_cpus()
     return max(1, min(8, cpus // processes))
 
 

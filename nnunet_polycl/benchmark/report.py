@@ -8,6 +8,7 @@ import sys
 import torch
 
 from nnunet_polycl.benchmark.stats import paired_ratio, ratio
+from nnunet_polycl.environment import available_cpus
 
 # Targets of the performance issues: the data path must be this many times faster than the compute, and the
 # end-to-end loop must reach this share of the pure compute speed. The multi-process scaling efficiency has none.
@@ -42,7 +43,7 @@ def _versions() -> dict[str, str | None]:
 
 def machine_info(device: torch.device) -> dict:
     """Device, CPU, core count, torch threads, load average and versions."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = available_cpus()
     info = {"device": device.type, "cpu": _cpu_name(), "cpus_available": cpus,
             "torch_threads": torch.get_num_threads(), "versions": _versions()}
     if device.type == "cuda":

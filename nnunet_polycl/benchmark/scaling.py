@@ -14,7 +14,6 @@ cores would give (communication, loader, imbalance), not how one GPU per process
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -26,6 +25,7 @@ from nnunet_polycl.benchmark.settings import BenchmarkSettings
 from nnunet_polycl.benchmark.stats import paired_ratio, summarise
 from nnunet_polycl.benchmark.timing import timed
 from nnunet_polycl.checkpoint import seed_everything
+from nnunet_polycl.environment import available_cpus
 from nnunet_polycl.pretraining.distributed import Ranks, barrier, destroy_process_group, init_process_group
 from nnunet_polycl.pretraining.launch import free_port
 from nnunet_polycl.pretraining.session import prepare
@@ -36,10 +36,6 @@ from nnunet_polycl.pretraining.slice_data import default_num_workers
 def default_processes(device: str) -> int:
     """2 on the CPU (gloo), every visible GPU on CUDA (the figure needs at least 2)."""
     return 2 if device == "cpu" else torch.cuda.device_count()
-
-
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _request(s: BenchmarkSettings, processes: int, workers: int, folder: str) -> PretrainRequest:
@@ -99,7 +95,7 @@ def scaling_figure(s: BenchmarkSettings, processes: int, steps: int, folder: str
     if s.threads is not None:
         threads = s.threads
     else:
-        threads = max(1, _cpus() // processes) if s.device == "cpu" else torch.get_num_threads()
+        threads = max(1, available_cpus() // processes) if s.device == "cpu" else torch.get_num_threads()
     workers = s.num_workers if s.num_workers is not None else default_num_workers(processes)
     backend = "gloo" if s.device == "cpu" else "nccl"
     say(f"Multi-process: 1 then {processes} processes ({backend}), {s.batch_size} triplets, {threads} torch threads "
