@@ -126,11 +126,13 @@ def test_one_seed_gives_neither_interval_nor_p_value():
     assert (test["n_pairs"], test["low"], test["high"], test["ttest_p"]) == (1, None, None, None)
 
 
-def test_bootstrap_interval_is_labelled_and_brackets_the_mean():
+def test_bootstrap_interval_is_an_extra_column_with_its_warning():
     table = method_table(synthetic_rows(seeds=tuple(range(6))), interval="bootstrap")
     test = entry(table, "O", 5)["metrics"]["dice"]["vs_baseline"]
-    assert test["low"] < test["difference"] < test["high"] and "bootstrap" in test["interval"]
-    assert "bootstrap" in table_markdown(table)
+    assert test["bootstrap_low"] < test["difference"] < test["bootstrap_high"] and "bootstrap" in table["extra_interval"]
+    assert test["low"] < test["difference"] < test["high"] and test["interval"] == "95% t-interval"  # the verdict's
+    md = table_markdown(table)
+    assert "| bootstrap CI |" in md and "too narrow at small n" in md
 
 
 def test_empty_predictions_and_undefined_hd_are_counted():
