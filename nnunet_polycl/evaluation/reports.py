@@ -212,7 +212,8 @@ def _difference(test: dict, digits: int) -> str:
     if test["difference"] is None:
         return "n/a"
     interval = "" if test["low"] is None else f" [{_fmt(test['low'], digits, True)}, {_fmt(test['high'], digits, True)}]"
-    excluded = f", {test['excluded_cases']} cases excluded" if test.get("excluded_cases") else ""
+    n = test.get("excluded_cases") or 0
+    excluded = f", {n} case{'s' if n != 1 else ''} excluded" if n else ""
     return f"{_fmt(test['difference'], digits, True)}{interval} (n={test['n_pairs']}{excluded})"
 
 
