@@ -136,10 +136,12 @@ def unpaired_runs(runs: Sequence[dict]) -> list[dict]:
 
 
 def family_description(tables: Sequence[dict]) -> str:
-    """What the comparisons of ``tables`` are: the arms, ks, labels and baselines they span."""
+    """What the comparisons of ``tables`` are: the arms, ks, labels, baselines (and ``budget`` levels) they span."""
     entries = [e for t in tables for e in t["rows"] if e["method"] != t["baseline"]]
     parts = {"arms": {e["method"] for e in entries}, "k": {"all" if e["k"] is None else str(e["k"]) for e in entries},
              "labels": {e["label"] for e in entries}, "baselines": {t["baseline"] for t in tables}}
+    if any("budget" in t for t in tables):  # a further factor (e.g. fractions of training) as one table per level
+        parts["budgets"] = {str(t.get("budget")) for t in tables}
     return (f"{PRIMARY_METRIC.capitalize()} of every arm against its baseline at every k and label (" +
             "; ".join(f"{name}: {', '.join(sorted(values))}" for name, values in parts.items()) + ")")
 

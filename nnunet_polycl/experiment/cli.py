@@ -70,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run (default): compare methods over runs paired by seed; case: per-case pairing, an "
                         "explicit option labelled as such (cases of one run are not independent)")
     p.add_argument("--interval", default=None, choices=list(INTERVALS),
-                   help="95%% confidence interval of the paired differences and of Fig. 4's means: t (default) or "
-                        "bootstrap over seeds")
+                   help="95%% confidence interval of Fig. 4's means: t (default) or bootstrap over seeds; bootstrap "
+                        "also adds a percentile-bootstrap column to the paired differences (too narrow at small n). "
+                        "Verdicts always follow the t-interval and the Holm-adjusted t-test")
     p.add_argument("--pretrained", nargs="+", default=None, metavar="METHOD=FILE",
                    help="fine-tune METHOD from an existing pretrained_weights.pth for every seed instead of "
                         "pre-training it (e.g. O=$nnUNet_results/.../PolyCL_O__nnUNetPlans__2d/fold_0/"
