@@ -12,7 +12,7 @@ import os
 from collections import defaultdict
 from os.path import isdir, isfile, join
 
-from nnunet_polycl.experiment.layout import FINISHED_FILE, ExperimentLayout, run_grid
+from nnunet_polycl.experiment.layout import FINISHED_FILE, INTERRUPTED, ExperimentLayout, run_grid
 from nnunet_polycl.experiment.presets import parse_k
 
 LOGS = ("predict.log", "finetune.log")
@@ -70,7 +70,7 @@ def run_states(layout: ExperimentLayout) -> list[dict]:
     with open(layout.experiment_file) as f:
         names = planned_runs(json.load(f))
     runs = join(layout.root, "runs")
-    found = sorted(n for n in os.listdir(runs) if ".interrupted-" not in n) if isdir(runs) else []
+    found = sorted(n for n in os.listdir(runs) if INTERRUPTED not in n) if isdir(runs) else []
     return [run_state(layout, n) for n in names + [n for n in found if n not in names]]
 
 

@@ -160,4 +160,5 @@ class ExperimentLayout:
         runs = join(self.root, "runs")
         if not os.path.isdir(runs):
             return []
-        return sorted(n for n in os.listdir(runs) if INTERRUPTED not in n and os.path.isfile(join(runs, n, FINISHED_FILE)))
+        return sorted(n for n in os.listdir(runs)
+                      if INTERRUPTED not in n and os.path.isfile(join(runs, n, FINISHED_FILE)))
