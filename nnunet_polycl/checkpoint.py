@@ -58,9 +58,15 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def _torch_save_to(obj: Any, tmp: str) -> None:
+    with open(tmp, "wb") as f:  # a file object: the archive's inner folder is "archive", not the random temp name
+        torch.save(obj, f)
+
+
 def atomic_torch_save(obj: Any, path: str) -> None:
-    """``torch.save(obj, path)`` such that ``path`` is never left partially written."""
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save(obj, path)`` such that ``path`` is never left partially written; equal objects give equal bytes
+    (the same sha256), whatever the temporary file was called."""
+    atomic_write(path, lambda tmp: _torch_save_to(obj, tmp))
 
 
 def atomic_write_json(obj: Any, path: str) -> None:

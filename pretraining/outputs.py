@@ -81,7 +81,18 @@ def config_record(settings: PretrainSettings, ctx: PlansContext, train_ids: list
             "plans_fingerprint": plans_fingerprint(ctx.plans, ctx.configuration),
         },
         "versions": {**package_versions(), "torch": torch.__version__},
+        "reproducibility": reproducibility_record(settings.device),
     }
+
+
+def reproducibility_record(device: str) -> dict:
+    """What a seed's result depends on beyond the settings: on the CPU two runs with the same seed, versions and
+    torch thread count gave bit-identical weights (verified on the demo); another thread count may change the
+    floating-point sums, and CUDA kernels are not deterministic unless torch is told to be."""
+    return {"torch_threads": torch.get_num_threads(), "device": device,
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "note": "same seed + versions + torch_threads on the CPU: bit-identical weights; other thread counts or "
+                    "GPUs may differ in the last bits"}
 
 
 def write_pretrained_weights(folder: str, ctx: PlansContext, encoder_state: dict, settings: PretrainSettings,

@@ -70,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run (default): compare methods over runs paired by seed; case: per-case pairing, an "
                         "explicit option labelled as such (cases of one run are not independent)")
     p.add_argument("--interval", default=None, choices=list(INTERVALS),
-                   help="95%% confidence interval of the paired differences and of Fig. 4's means: t (default) or "
-                        "bootstrap over seeds")
+                   help="95%% confidence interval of Fig. 4's means: t (default) or bootstrap over seeds; bootstrap "
+                        "also adds a percentile-bootstrap column to the paired differences (too narrow at small n). "
+                        "Verdicts always follow the t-interval and the Holm-adjusted t-test")
     p.add_argument("--pretrained", nargs="+", default=None, metavar="METHOD=FILE",
                    help="fine-tune METHOD from an existing pretrained_weights.pth for every seed instead of "
                         "pre-training it (e.g. O=$nnUNet_results/.../PolyCL_O__nnUNetPlans__2d/fold_0/"
@@ -81,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runs at a time (each step is a subprocess; default: the preset's)")
     p.add_argument("--num-workers", type=int, default=None,
                    help="data-loading workers of pre-training and prediction processes (default: the preset's)")
+    p.add_argument("--augmentation-workers", type=int, default=None, metavar="N",
+                   help="nnU-Net's data-augmentation workers (nnUNet_n_proc_DA) of every fine-tuning, fixed because "
+                        "the worker count changes what a seed draws; recorded in experiment.json and each run "
+                        "(default: the preset's: demo 0, study 2, paper 8)")
     p.add_argument("--force-mix", action="store_true",
                    help="add runs to an experiment folder made with other settings (default: refuse)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (step and run lines still print)")
@@ -124,6 +129,7 @@ def experiment_entry(argv: list[str] | None = None) -> None:
             pretrain_epochs=args.pretrain_epochs, pretrain_batch_size=args.batch_size, pretrain_lr=args.pretrain_lr,
             slice_fraction=args.slice_fraction, schedule=args.schedule, pretraining_seeds=args.pretraining_seeds,
             pair_by=args.pair_by, interval=args.interval, num_workers=args.num_workers, jobs=args.jobs,
+            augmentation_workers=args.augmentation_workers,
             pretrained=parse_given_weights(args.pretrained),
             force_mix=args.force_mix, progress=not args.no_progress)
         result = run_experiment(request)

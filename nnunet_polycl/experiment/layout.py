@@ -4,15 +4,22 @@ Layout of an experiment folder::
 
     experiment.json                         configuration (refuses to mix configurations) and history
     cases/imagesTs/, cases/labelsTs/        links to the evaluated cases' raw images and reference labels
-    pretraining/<method>__seed<s>/          polycl_pretrain output (shared by every k and adaptation), with <name>.log and
+    pretraining/<method>__seed<s>__<tag>/   polycl_pretrain output (shared by every k and adaptation), with <name>.log and
                                             <name>.finished.json beside it
-    runs/<method>__<adaptation>__seed<s>__k<k>/
+    runs/<method>__<adaptation>__<schedule>__seed<s>__k<k>__<tag>/
                                             one run: its own nnUNet_results/, predictions/, evaluation/,
                                             finetune.log, predict.log and finished.json (written last)
+    runs/<run name>.interrupted-<time>/     an interrupted fine-tuning, moved aside before the run was redone
+
+``<tag>``: the first 8 hex digits of the sha256 of every other setting that defines the run (:func:`run_settings`:
+the experiment's identity without the report statistics, and without the pre-training settings for the baseline), so
+that a run of other settings (``--force-mix``) never reuses a folder made with different ones.
     reports/                                Table 1 (markdown, CSV), Fig. 4 (PNG), verdicts, every number (JSON)
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from os.path import join
@@ -22,6 +29,22 @@ from nnunet_polycl.paths import fold_folder_name, require_nnunet_folder
 
 EXPERIMENT_FILE = "experiment.json"
 FINISHED_FILE = "finished.json"
+INTERRUPTED = ".interrupted-"  # runs/<name>.interrupted-<time>: a fine-tuning moved aside to be redone
+STATISTICS_KEYS = ("pair_by", "interval")  # how the reports compare runs, not how runs are made
+PRETRAINING_KEYS = ("pretrain_epochs", "pretrain_batch_size", "pretrain_lr", "slice_fraction", "pretraining_seeds",
+                    "shared_pretraining_seed", "given_pretrained_weights")
+
+
+def run_settings(identity: dict, pretrained: bool) -> dict:
+    """The settings of an experiment's identity that define one of its runs (pre-training ones only if
+    ``pretrained``)."""
+    return {key: value for key, value in identity.items()
+            if key not in STATISTICS_KEYS and (pretrained or key not in PRETRAINING_KEYS)}
+
+
+def settings_tag(settings: dict) -> str:
+    """Short stable name of a settings dict: first 8 hex digits of the sha256 of its sorted JSON."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def arm_name(method: str, adaptation: str) -> str:
@@ -34,7 +57,8 @@ class RunSpec:
     """One run of the protocol: pre-train (shared across k) -> fine-tune on k scans -> predict -> evaluate.
 
     ``seed`` fixes the labelled subset and the fine-tuning randomness; ``pretrain_seed`` the pre-training's (the
-    run's seed, or the first seed when the experiment shares one pre-training between seeds).
+    run's seed, or the first seed when the experiment shares one pre-training between seeds); ``tag`` and
+    ``pretraining_tag`` name the other settings of the run and of its pre-training (:func:`settings_tag`).
     """
 
     method: str
@@ -42,6 +66,9 @@ class RunSpec:
     seed: int
     k: K
     pretrain_seed: int
+    schedule: str = "default"
+    tag: str = ""
+    pretraining_tag: str = ""
 
     @property
     def arm(self) -> str:
@@ -49,25 +76,34 @@ class RunSpec:
 
     @property
     def name(self) -> str:
-        return f"{self.method}__{self.adaptation}__seed{self.seed}__k{self.k}"
+        return f"{self.method}__{self.adaptation}__{self.schedule}__seed{self.seed}__k{self.k}__{self.tag}"
 
     @property
     def pretraining_name(self) -> str | None:
         """Name of the pre-training this run fine-tunes from (None for the baseline)."""
-        return None if pretraining_strategy(self.method) is None else f"{self.method}__seed{self.pretrain_seed}"
+        if pretraining_strategy(self.method) is None:
+            return None
+        return f"{self.method}__seed{self.pretrain_seed}__{self.pretraining_tag}"
 
     def trainer(self, schedule: str) -> str:
         return trainer_name(self.method, schedule, self.adaptation, self.k, self.seed)
 
     def to_dict(self) -> dict:
         return {"method": self.method, "adaptation": self.adaptation, "arm": self.arm, "seed": self.seed,
-                "k": self.k, "pretrain_seed": self.pretrain_seed}
+                "k": self.k, "pretrain_seed": self.pretrain_seed, "schedule": self.schedule, "tag": self.tag,
+                "pretraining_tag": self.pretraining_tag}
 
 
 def run_grid(methods: tuple[str, ...], adaptations: tuple[str, ...], seeds: tuple[int, ...], ks: tuple[K, ...],
-             shared_pretraining: bool = False) -> list[RunSpec]:
-    """Every run, seed-major so that each seed's pre-trainings are made once and then used for all k."""
-    return [RunSpec(m, a, s, k, seeds[0] if shared_pretraining else s)
+             shared_pretraining: bool = False, identity: dict | None = None) -> list[RunSpec]:
+    """Every run, seed-major so that each seed's pre-trainings are made once and then used for all k; the runs' names
+    carry the schedule and the tags of ``identity``'s settings (the experiment's, see :func:`run_settings`)."""
+    identity = identity or {}
+    tags = {pretrained: settings_tag(run_settings(identity, pretrained)) for pretrained in (False, True)}
+    pretraining_tag = settings_tag({key: identity.get(key) for key in
+                                    ("dataset", "fold", "plans", "plans_sha256", "configuration", *PRETRAINING_KEYS)})
+    return [RunSpec(m, a, s, k, seeds[0] if shared_pretraining else s, identity.get("schedule", "default"),
+                    tags[pretraining_strategy(m) is not None], pretraining_tag)
             for s in seeds for m in methods for a in adaptations for k in ks]
 
 
@@ -124,4 +160,5 @@ class ExperimentLayout:
         runs = join(self.root, "runs")
         if not os.path.isdir(runs):
             return []
-        return sorted(n for n in os.listdir(runs) if os.path.isfile(join(runs, n, FINISHED_FILE)))
+        return sorted(n for n in os.listdir(runs)
+                      if INTERRUPTED not in n and os.path.isfile(join(runs, n, FINISHED_FILE)))

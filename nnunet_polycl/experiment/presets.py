@@ -33,6 +33,9 @@ class ProtocolSettings:
     ``pretraining_seeds``: ``per-seed`` (each seed pre-trains its own encoder) or ``shared`` (one pre-training with
     seed 0 serves every seed: cheaper, but the pre-training randomness is then not sampled, and the report says so).
     ``pair_by`` and ``interval``: the statistics of the reports (see ``nnunet_polycl.evaluation.reports``).
+    ``augmentation_workers``: nnU-Net's data-augmentation worker processes of every fine-tuning
+    (``nnUNet_n_proc_DA``); fixed by the experiment because the worker count changes the batches a seed draws, so that
+    a seed means the same run on every machine with the same software.
     """
 
     pretrain_epochs: int
@@ -43,6 +46,7 @@ class ProtocolSettings:
     pretraining_seeds: str = "per-seed"
     pair_by: str = "run"
     interval: str = "t"
+    augmentation_workers: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,19 +72,19 @@ PRESETS = {
     "demo": Preset(
         "demo", ProtocolSettings(pretrain_epochs=3, pretrain_batch_size=16, pretrain_lr=1e-3, slice_fraction=1.0,
                                  schedule="demo",
-                                 pretraining_seeds="shared"),
+                                 pretraining_seeds="shared", augmentation_workers=0),
         methods=("baseline", "O"), seeds=tuple(range(5)), ks=(1,), device="cpu", num_workers=0, jobs=2,
         description="CPU, the README demo: baseline against PolyCL-O at 1 labelled scan, 5 seeds sharing one "
                     "pre-training"),
     "study": Preset(
         "study", ProtocolSettings(pretrain_epochs=3, pretrain_batch_size=20, pretrain_lr=1e-3, slice_fraction=1.0,
-                                  schedule="demo"),
+                                  schedule="demo", augmentation_workers=2),
         methods=("baseline", "S", "O"), seeds=tuple(range(5)), ks=(1, 2, 4, "all"), device="cuda", num_workers=2,
         jobs=8, description="one GPU, the label-efficiency study on the demo dataset (60 runs of the _demo schedule, 8 "
                             "at a time)"),
     "paper": Preset(
         "paper", ProtocolSettings(pretrain_epochs=100, pretrain_batch_size=20, pretrain_lr=1e-4, slice_fraction=0.3,
-                                  schedule="paper"),
+                                  schedule="paper", augmentation_workers=8),
         methods=METHODS, seeds=tuple(range(10)), ks=("all", *range(1, 10)), device="cuda", num_workers=4, jobs=1,
         description="the paper: 10 seeds, 100 + 100 epochs, k = 1..9 and all; for a GPU"),
 }
@@ -101,6 +105,9 @@ def override_settings(settings: ProtocolSettings, **changes) -> ProtocolSettings
     if new.pretrain_epochs < 1 or new.pretrain_batch_size < 2:
         raise PolyCLUserError(f"Pre-training needs at least 1 epoch and a batch size of at least 2 (got "
                               f"--pretrain-epochs {new.pretrain_epochs}, --batch-size {new.pretrain_batch_size}).")
+    if new.augmentation_workers < 0:
+        raise PolyCLUserError(f"--augmentation-workers {new.augmentation_workers} is invalid: use 0 (augment in the "
+                              f"training process) or more worker processes.")
     if not 0 < new.slice_fraction <= 1:
         raise PolyCLUserError(f"--slice-fraction {new.slice_fraction} is invalid: use a value in (0, 1].")
     for value, valid, flag in ((new.schedule, SCHEDULES, "--schedule"),

@@ -9,9 +9,13 @@ Reports (in ``<experiment>/reports/``, rewritten after every finished run):
 - ``verdict.md``: one sentence per arm and k saying what the Dice comparison supports;
 - ``fig4.png`` / ``.json``: Fig. 4, Dice and HD95 against k with 95% confidence intervals over runs (needs a run
   with a numeric k);
-- ``results.json``: every case's numbers and every run's record.
+- ``results.json``: every case's numbers, every run's record and the state of every planned run.
 
-The statistics (pairing, interval) are the experiment's settings, recorded in ``experiment.json``.
+The statistics (pairing, interval) are the experiment's settings, recorded in ``experiment.json``. Table 1 and the
+verdicts share one family of comparisons (every arm x k x label x adaptation; Holm-Bonferroni over Dice); the
+schedules report is a family of its own. Every markdown report ends with the planned runs and their state
+(:mod:`~nnunet_polycl.experiment.inventory`), the settings sets when runs of several were mixed, and the labelled
+subsets when seeds had to share one.
 """
 from __future__ import annotations
 
@@ -20,7 +24,8 @@ from os.path import isfile, join
 
 from nnunet_polycl.evaluation import comparison_verdict, evaluate_folders, plot_against_k, summary_rows
 from nnunet_polycl.evaluation.files import write_json_atomic, write_text_atomic
-from nnunet_polycl.evaluation.reports import method_table, table_csv, table_markdown
+from nnunet_polycl.evaluation.reports import adjust_family, method_table, table_csv, table_markdown
+from nnunet_polycl.experiment.inventory import run_states, runs_markdown, settings_markdown, subsets_markdown
 from nnunet_polycl.experiment.layout import FINISHED_FILE, ExperimentLayout, RunSpec, arm_name
 from nnunet_polycl.experiment.presets import METHODS
 from nnunet_polycl.experiment.state import read_marker
@@ -38,7 +43,8 @@ def evaluate_run(reference_folder: str, prediction_folder: str, dataset_json: di
 
 def _run_of(record: dict) -> RunSpec:
     return RunSpec(record["method"], record.get("adaptation", "default"), record["seed"], record["k"],
-                   record.get("pretrain_seed", record["seed"]))
+                   record.get("pretrain_seed", record["seed"]), record.get("schedule", "default"),
+                   record.get("tag", ""), record.get("pretraining_tag", ""))
 
 
 def finished_runs(layout: ExperimentLayout) -> list[tuple[dict, list[dict]]]:
@@ -57,7 +63,8 @@ def finished_runs(layout: ExperimentLayout) -> list[tuple[dict, list[dict]]]:
         with open(summary_file) as f:
             summary = json.load(f)
         k = None if run.k == "all" else run.k
-        rows = summary_rows(summary, method=run.arm, adaptation=run.adaptation, seed=run.seed, k=k)
+        rows = summary_rows(summary, method=run.arm, adaptation=run.adaptation, seed=run.seed, k=k,
+                            settings=record.get("settings_id", "?"))
         results.append((record, rows))
     return sorted(results, key=lambda r: (METHODS.index(r[0]["method"]), r[0].get("adaptation", ""), r[0]["seed"]))
 
@@ -79,10 +86,12 @@ def _identity(layout: ExperimentLayout) -> dict:
         return json.load(f)["identity"]
 
 
-def _write_tables(tables: list[dict], folder: str, name: str) -> dict[str, str]:
-    """One markdown / CSV / JSON file set holding several comparisons (a heading per comparison when several)."""
+def _write_tables(tables: list[dict], folder: str, name: str, footer: str) -> dict[str, str]:
+    """One markdown / CSV / JSON file set holding several comparisons (a heading per comparison when several), the
+    markdown ending with ``footer``."""
     several = len(tables) > 1
     md = "\n".join((f"### Compared with {t['baseline']}\n\n" if several else "") + table_markdown(t) for t in tables)
+    md += footer
     csv_parts = [table_csv(t) for t in tables]
     csv = csv_parts[0] + "".join(part.split("\n", 1)[1] for part in csv_parts[1:])
     paths = {"md": join(folder, f"{name}.md"), "csv": join(folder, f"{name}.csv"), "json": join(folder, f"{name}.json")}
@@ -92,7 +101,7 @@ def _write_tables(tables: list[dict], folder: str, name: str) -> dict[str, str]:
     return {f"{name}_{ext}": path for ext, path in paths.items()}
 
 
-def verdicts(tables: list[dict], identity: dict) -> str:
+def verdicts(tables: list[dict], identity: dict, footer: str = "") -> str:
     """``verdict.md``: what each arm's Dice comparison supports, per k, and what the design leaves out."""
     lines = ["# What these runs show (Dice)", ""]
     for table in tables:
@@ -113,7 +122,17 @@ def verdicts(tables: list[dict], identity: dict) -> str:
     if identity.get("pair_by") == "case":
         lines += ["", "Note: PER-CASE PAIRING was asked for; cases of one run are not independent, so the intervals "
                       "are too narrow."]
-    return "\n".join(lines) + "\n"
+    family = tables[0].get("family") if tables else None
+    if family:
+        lines += ["", f"Family of comparisons: {family['name']}; {family['size']} comparisons, p adjusted with "
+                      f"{family['method']}. HD and HD95 are secondary: no verdict."]
+    return "\n".join(lines) + "\n" + footer
+
+
+def _footer(layout: ExperimentLayout, records: list[dict]) -> tuple[str, list[dict]]:
+    """The lines every markdown report ends with (planned runs, settings sets, labelled subsets), and the states."""
+    states = run_states(layout)
+    return "\n".join([*runs_markdown(states), *settings_markdown(records), *subsets_markdown(records)]) + "\n", states
 
 
 def write_reports(layout: ExperimentLayout) -> dict[str, str]:
@@ -127,16 +146,20 @@ def write_reports(layout: ExperimentLayout) -> dict[str, str]:
         return {}
     identity = _identity(layout)
     pair_by, interval = identity.get("pair_by", "run"), identity.get("interval", "t")
+    records = [record for record, _ in results]
+    footer, states = _footer(layout, records)
     written = {"results_json": write_json_atomic(join(layout.reports, "results.json"),
-                                                 {"runs": [record for record, _ in results], "rows": rows})}
+                                                 {"runs": records, "planned_runs": states, "rows": rows})}
     tables = [method_table(group, baseline, pair_by, interval) for baseline, group in comparisons(rows)]
     if tables:
-        written.update(_write_tables(tables, layout.reports, "table1"))
-        written["verdict_md"] = write_text_atomic(join(layout.reports, "verdict.md"), verdicts(tables, identity))
+        adjust_family(tables)
+        written.update(_write_tables(tables, layout.reports, "table1", footer))
+        written["verdict_md"] = write_text_atomic(join(layout.reports, "verdict.md"),
+                                                  verdicts(tables, identity, footer))
     references = [a for a in REFERENCE_ADAPTATIONS if any(r["method"] == arm_name(BASELINE, a) for r in rows)]
     if len({r["adaptation"] for r in rows}) > 1 and references:
         reference = method_table(rows, arm_name(BASELINE, references[0]), pair_by, interval)
-        written.update(_write_tables([reference], layout.reports, "schedules"))
+        written.update(_write_tables([reference], layout.reports, "schedules", footer))
     if any(r["k"] is not None for r in rows):
         figure = plot_against_k(rows, join(layout.reports, "fig4.png"), baseline=BASELINE, overwrite=True,
                                 interval=interval)

@@ -19,7 +19,14 @@ from os.path import join
 from nnunet_polycl.checkpoint import file_sha256
 from nnunet_polycl.environment import temporary_environment
 from nnunet_polycl.experiment.cases import EvaluationCases, link_cases, select_cases
-from nnunet_polycl.experiment.layout import ExperimentLayout, RunSpec, default_experiment_folder, run_grid
+from nnunet_polycl.experiment.layout import (
+    ExperimentLayout,
+    RunSpec,
+    default_experiment_folder,
+    run_grid,
+    run_settings,
+    settings_tag,
+)
 from nnunet_polycl.experiment.presets import (
     K,
     ProtocolSettings,
@@ -32,8 +39,17 @@ from nnunet_polycl.experiment.presets import (
 )
 from nnunet_polycl.experiment.progress import ExperimentProgress
 from nnunet_polycl.experiment.reports import evaluate_run, write_reports
-from nnunet_polycl.experiment.state import check_experiment, read_marker, record_call, write_marker
-from nnunet_polycl.experiment.steps import StepContext, base_environment, finetune, predict, pretrain
+from nnunet_polycl.experiment.state import as_json, check_experiment, read_marker, record_call, write_marker
+from nnunet_polycl.experiment.steps import (
+    StepContext,
+    base_environment,
+    finetune,
+    finetune_folder,
+    finetune_marker,
+    predict,
+    pretrain,
+)
+from nnunet_polycl.finetuning.labelled_subset import SUBSET_FILE
 from nnunet_polycl.network import PlansContext, load_plans_context
 from nnunet_polycl.paths import PolyCLUserError, resolve_dataset_name
 from nnunet_polycl.splits import parse_fold
@@ -65,6 +81,7 @@ class ExperimentRequest:
     pair_by: str | None = None
     interval: str | None = None
     num_workers: int | None = None
+    augmentation_workers: int | None = None
     jobs: int | None = None
     pretrained: dict[str, str] | None = None  # method -> an existing pretrained_weights.pth, used for every seed
     force_mix: bool = False
@@ -160,7 +177,7 @@ def prepare(req: ExperimentRequest) -> tuple[StepContext, list[RunSpec], Evaluat
                                  pretrain_batch_size=req.pretrain_batch_size, pretrain_lr=req.pretrain_lr,
                                  slice_fraction=req.slice_fraction,
                                  schedule=req.schedule, pretraining_seeds=req.pretraining_seeds, pair_by=req.pair_by,
-                                 interval=req.interval)
+                                 interval=req.interval, augmentation_workers=req.augmentation_workers)
     methods = check_methods(tuple(req.methods or preset.methods))
     adaptations = check_adaptations(tuple(req.adaptations or preset.adaptations))
     jobs = req.jobs if req.jobs is not None else preset.jobs
@@ -175,11 +192,11 @@ def prepare(req: ExperimentRequest) -> tuple[StepContext, list[RunSpec], Evaluat
     cases = select_cases(plans_ctx, fold, req.test_cases)
     _check_budgets(ks, cases, fold)
     shared = settings.pretraining_seeds == "shared" or bool(req.pretrained)
-    runs = run_grid(methods, adaptations, seeds, ks, shared)
     layout = ExperimentLayout(os.path.abspath(req.output_folder or
                                               default_experiment_folder(dataset_name, preset.name, fold)))
     given = check_given_weights(req.pretrained or {}, methods)
     identity = _identity(plans_ctx, fold, settings, cases, given, seeds[0] if shared else None)
+    runs = run_grid(methods, adaptations, seeds, ks, shared, as_json(identity))
     forced = check_experiment(layout.experiment_file, identity, req.force_mix)
     check_trainers([r.trainer(settings.schedule) for r in runs])
     os.makedirs(layout.root, exist_ok=True)
@@ -194,7 +211,8 @@ def prepare(req: ExperimentRequest) -> tuple[StepContext, list[RunSpec], Evaluat
                          "fit, not generalisation. Pass --test-cases to evaluate on held-out cases.")
     ctx = StepContext(dataset_name, fold, req.plans_identifier, CONFIGURATION, settings, device,
                       req.num_workers if req.num_workers is not None else preset.num_workers, layout, progress,
-                      plans_ctx.dataset_json, jobs, not req.test_cases, given)
+                      plans_ctx.dataset_json, jobs, not req.test_cases, given,
+                      settings_record=run_settings(as_json(identity), pretrained=True))
     return ctx, runs, cases
 
 
@@ -208,9 +226,20 @@ def _do_run(ctx: StepContext, run: RunSpec) -> dict:
     record = {**run.to_dict(), "trainer": run.trainer(ctx.settings.schedule), "pretrained_weights": weights,
               "predictions": predictions,
               "seconds": {"finetune": finetune_s, "predict": predict_s, "run": time.time() - start},
-              "foreground_mean": summary["foreground_mean"]}
+              "foreground_mean": summary["foreground_mean"], **run_provenance(ctx, run)}
     write_marker(ctx.layout.finished(run), record)
     return record
+
+
+def run_provenance(ctx: StepContext, run: RunSpec) -> dict:
+    """What the run's record adds to its spec: its settings set and their tag, the augmentation workers, the
+    fine-tuning attempts moved aside and redone, and the labelled cases it was fine-tuned on."""
+    finetuned = read_marker(finetune_marker(ctx, run)) or {}
+    subset = read_marker(join(finetune_folder(ctx, run), SUBSET_FILE)) or {}
+    return {"settings": ctx.settings_record, "settings_id": settings_tag(ctx.settings_record),
+            "augmentation_workers": ctx.settings.augmentation_workers,
+            "redone_from_scratch_after": finetuned.get("redone_from_scratch_after", []),
+            "labelled_cases": subset.get("cases")}
 
 
 def _phases(runs: list[RunSpec]) -> list[list[RunSpec]]:

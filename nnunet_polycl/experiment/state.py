@@ -16,7 +16,7 @@ from typing import Any
 from nnunet_polycl.checkpoint import atomic_write_json
 from nnunet_polycl.paths import PolyCLUserError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: run folders name the schedule and a tag of the run's settings; augmentation workers fixed
 
 
 def read_marker(path: str) -> dict | None:
@@ -54,7 +54,8 @@ def _load(path: str) -> dict:
     return saved
 
 
-def _as_json(obj: Any) -> Any:
+def as_json(obj: Any) -> Any:
+    """``obj`` in the form it takes in JSON (tuples become lists), for comparing with what was saved."""
     return json.loads(json.dumps(obj))  # the form it takes in JSON (tuples -> lists)
 
 
@@ -68,7 +69,14 @@ def check_experiment(path: str, identity: dict[str, Any], force_mix: bool) -> li
     """
     if not isfile(path):
         return []
-    differences = _differences(_load(path)["identity"], _as_json(identity))
+    saved = _load(path)
+    if saved.get("format_version", 1) < FORMAT_VERSION:
+        raise PolyCLUserError(
+            f"The experiment folder {os.path.dirname(path)} was made by an older polycl_experiment (format "
+            f"{saved.get('format_version', 1)}: run folders without the schedule and settings tag, augmentation "
+            f"workers not fixed), so its runs cannot be told apart from new ones. Nothing was run. Use a new folder "
+            f"with -o; the old folder's reports stay as they are.")
+    differences = _differences(saved["identity"], as_json(identity))
     if differences and not force_mix:
         raise PolyCLUserError(
             f"The experiment folder {os.path.dirname(path)} holds runs made with a different configuration "
@@ -83,10 +91,10 @@ def record_call(path: str, identity: dict[str, Any], grid: dict[str, list], forc
     ``grid`` holds the requested methods / seeds / ks, which may grow between calls; ``forced`` the differences
     that ``--force-mix`` let through.
     """
-    entry = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "grid": grid, "identity": _as_json(identity)}
+    entry = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "grid": grid, "identity": as_json(identity)}
     if forced:
         entry["forced_mix"] = forced
-    saved = _load(path) if isfile(path) else {"format_version": FORMAT_VERSION, "identity": _as_json(identity),
+    saved = _load(path) if isfile(path) else {"format_version": FORMAT_VERSION, "identity": as_json(identity),
                                                "history": []}
     saved["history"].append(entry)
     atomic_write_json(saved, path)

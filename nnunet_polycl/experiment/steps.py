@@ -1,18 +1,22 @@
 """The steps of one run, each the command a user would type: polycl_pretrain, nnUNetv2_train, nnUNetv2_predict.
 
-Every step is skipped when its marker exists, and otherwise continued where the tools allow it (``--c`` of
-polycl_pretrain and nnUNetv2_train) or redone (prediction, evaluation, whose outputs belong to the run).
+Every step is skipped when its marker exists, and otherwise continued where the tool continues exactly
+(``polycl_pretrain --c`` restores the RNG states of its last checkpoint) or redone: an unfinished fine-tuning is moved
+aside (``runs/<name>.interrupted-<time>``) and redone from scratch, because ``nnUNetv2_train --c`` continues from
+whichever checkpoint exists without the RNG states, which is not the run it replaces; prediction and evaluation are
+redone. The fine-tuning's marker and the run's ``finished.json`` record the attempts moved aside.
 """
 from __future__ import annotations
 
 import os
 import shutil
 import sys
+import time
 from dataclasses import dataclass, field
 from os.path import isdir, isfile, join
 
 from nnunet_polycl.environment import trainer_directory
-from nnunet_polycl.experiment.layout import ExperimentLayout, RunSpec
+from nnunet_polycl.experiment.layout import INTERRUPTED, ExperimentLayout, RunSpec
 from nnunet_polycl.experiment.presets import ProtocolSettings, pretraining_strategy
 from nnunet_polycl.experiment.process import StepFailedError, run_logged
 from nnunet_polycl.experiment.progress import ExperimentProgress
@@ -40,6 +44,7 @@ class StepContext:
     jobs: int = 1
     on_validation_cases: bool = True  # evaluated cases = the fold's validation cases (else given test cases)
     given_weights: dict[str, str] = field(default_factory=dict)  # method -> pretrained_weights.pth to use as it is
+    settings_record: dict = field(default_factory=dict)  # the experiment's settings that define its runs
 
 
 def base_environment() -> dict[str, str]:
@@ -108,25 +113,45 @@ def finetune_folder(ctx: StepContext, run: RunSpec) -> str:
                 fold_folder_name(ctx.fold))
 
 
+def finetune_marker(ctx: StepContext, run: RunSpec) -> str:
+    """The marker of the run's finished fine-tuning (trainer, weights, augmentation workers, attempts moved aside)."""
+    return join(ctx.layout.run(run), "finetune.finished.json")
+
+
+def move_aside(ctx: StepContext, run: RunSpec) -> str:
+    """Move the run's folder (an interrupted fine-tuning) to ``runs/<name>.interrupted-<time>``; returns that path."""
+    target = f"{ctx.layout.run(run)}{INTERRUPTED}{time.strftime('%Y%m%d-%H%M%S')}"
+    while os.path.exists(target):
+        target += "_"
+    os.replace(ctx.layout.run(run), target)
+    return target
+
+
 def finetune(ctx: StepContext, run: RunSpec, weights: str | None) -> float:
-    """``nnUNetv2_train`` with the run's trainer, continuing (``--c``) a fine-tuning that was started before."""
-    marker = join(ctx.layout.run(run), "finetune.finished.json")
+    """``nnUNetv2_train`` with the run's trainer and the experiment's augmentation workers; a fine-tuning that was
+    started but has no marker is moved aside first and redone from scratch."""
+    marker = finetune_marker(ctx, run)
     if read_marker(marker) is not None and isfile(join(finetune_folder(ctx, run), FINAL_CHECKPOINT)):
         return 0.0
+    moved = []
+    if isdir(finetune_folder(ctx, run)):
+        moved.append(move_aside(ctx, run))
+        ctx.progress.message(f"[{run.name}] its fine-tuning was interrupted: moved to {moved[0]}; redone from scratch")
+    os.makedirs(ctx.layout.run(run), exist_ok=True)
     env = base_environment()
-    env["nnUNet_results"] = ctx.layout.run_results(run)
+    env.update(nnUNet_results=ctx.layout.run_results(run), nnUNet_n_proc_DA=str(ctx.settings.augmentation_workers))
     if weights is not None:
         env[OVERRIDE_VARIABLE] = weights
     trainer = run.trainer(ctx.settings.schedule)
     argv = ["nnUNetv2_train", ctx.dataset_name, ctx.configuration, str(ctx.fold), "-tr", trainer,
             "-p", ctx.plans_identifier, "-device", ctx.device]
-    if isdir(finetune_folder(ctx, run)):
-        argv.append("--c")
     seconds = _run(ctx, run.name, "fine-tuning", argv, env, join(ctx.layout.run(run), "finetune.log"))
     if not isfile(join(finetune_folder(ctx, run), FINAL_CHECKPOINT)):
         raise StepFailedError(f"nnUNetv2_train finished but wrote no {FINAL_CHECKPOINT} in "
                               f"{finetune_folder(ctx, run)}; see its log.")
-    write_marker(marker, {**run.to_dict(), "trainer": trainer, "pretrained_weights": weights, "seconds": seconds})
+    write_marker(marker, {**run.to_dict(), "trainer": trainer, "pretrained_weights": weights, "seconds": seconds,
+                          "augmentation_workers": ctx.settings.augmentation_workers,
+                          "redone_from_scratch_after": moved})
     return seconds
 
 

@@ -126,11 +126,13 @@ def test_one_seed_gives_neither_interval_nor_p_value():
     assert (test["n_pairs"], test["low"], test["high"], test["ttest_p"]) == (1, None, None, None)
 
 
-def test_bootstrap_interval_is_labelled_and_brackets_the_mean():
+def test_bootstrap_interval_is_an_extra_column_with_its_warning():
     table = method_table(synthetic_rows(seeds=tuple(range(6))), interval="bootstrap")
     test = entry(table, "O", 5)["metrics"]["dice"]["vs_baseline"]
-    assert test["low"] < test["difference"] < test["high"] and "bootstrap" in test["interval"]
-    assert "bootstrap" in table_markdown(table)
+    assert test["bootstrap_low"] < test["difference"] < test["bootstrap_high"] and "bootstrap" in table["extra_interval"]
+    assert test["low"] < test["difference"] < test["high"] and test["interval"] == "95% t-interval"  # the verdict's
+    md = table_markdown(table)
+    assert "| bootstrap CI |" in md and "too narrow at small n" in md
 
 
 def test_empty_predictions_and_undefined_hd_are_counted():
@@ -219,3 +221,35 @@ def test_reports_from_polycl_evaluate_summaries(tmp_path):
     assert (perfect["dice"]["mean"], perfect["hd"]["mean"]) == (1.0, 0.0)
     assert entry(table, "baseline")["metrics"]["hd"]["mean"] > 2 * 0.7 - 1e-6
     assert perfect["dice"]["vs_baseline"]["n_pairs"] == 3  # one pair per seed (run-level pairing is the default)
+
+
+def test_paired_hd_uses_the_cases_both_runs_define_and_counts_the_excluded():
+    """O predicts nothing on the hardest case: its own HD mean leaves that case out, the paired difference too."""
+    rows = []
+    for method in ("baseline", "O"):
+        for seed in range(5):
+            for case, hd in (("easy", 2.0 + seed), ("mid", 4.0), ("hard", 30.0)):
+                empty = method == "O" and case == "hard" and seed == 0
+                rows.append(dict(method=method, seed=seed, k=1, case=case, label="liver", dice=0.0 if empty else 0.8,
+                                 hd=None if empty else hd, hd95=None if empty else hd / 2,
+                                 status="empty_prediction" if empty else "ok"))
+    table = method_table(rows)
+    o = entry(table, "O", 1)["metrics"]
+    assert o["hd"]["mean"] < entry(table, "baseline", 1)["metrics"]["hd"]["mean"]  # its own mean skips "hard"
+    for metric in ("hd", "hd95"):
+        test = o[metric]["vs_baseline"]
+        assert test["difference"] == 0.0 and test["excluded_cases"] == 1 and test["n_pairs"] == 5
+    assert "+0.00 [+0.00, +0.00] (n=5, 1 case excluded) | no spread: test undefined" in table_markdown(table)
+
+
+def test_means_and_differences_use_the_same_paired_runs_and_list_the_unpaired():
+    """The baseline's fifth seed is still training: O's extra run is shown apart, not in O's mean."""
+    rows = synthetic_rows(seeds=tuple(range(5)), ks=(2,))
+    rows = [r for r in rows if not (r["method"] == "baseline" and r["seed"] == 4)]
+    table = method_table(rows)
+    o = entry(table, "O", 2)
+    assert o["n_runs"] == 4 and o["seeds"] == [0, 1, 2, 3] and o["metrics"]["dice"]["vs_baseline"]["n_pairs"] == 4
+    means = [np.mean([r["dice"] for r in rows if (r["method"], r["seed"]) == ("O", s)]) for s in range(4)]
+    assert o["metrics"]["dice"]["mean"] == pytest.approx(np.mean(means))
+    assert {(u["method"], u["seed"]) for u in table["unpaired_runs"]} == {("simclr", 4), ("O", 4)}
+    assert "Unpaired runs" in table_markdown(table) and "O seed 4 k=2 (liver)" in table_markdown(table)

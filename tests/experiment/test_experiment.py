@@ -21,7 +21,19 @@ METHODS, SEEDS = ("baseline", "O"), ("0", "1")
 ARGS = ["polycl_experiment", "-d", str(DEMO_ID), "-f", "0", "--preset", "demo", "--methods", *METHODS, "--seeds",
         *SEEDS, "--k", "2", "--schedule", "smoke", "--pretrain-epochs", "1", "--batch-size", "8", "--slice-fraction",
         "0.5", "--pretraining-seeds", "per-seed", "--jobs", "2", "--no-progress"]
-RUNS = [f"{m}__default__seed{s}__k2" for m in METHODS for s in SEEDS]
+RUNS = [(m, s) for m in METHODS for s in SEEDS]
+
+
+def run_folder(folder: Path, method: str, seed: str) -> Path:
+    """The run's folder: its name carries the schedule and a tag of its settings."""
+    found = [p for p in (folder / "runs").glob(f"{method}__default__smoke__seed{seed}__k2__*") if p.is_dir()
+             and ".interrupted-" not in p.name]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def pretraining_folder(folder: Path, seed: str) -> Path:
+    return next(p for p in (folder / "pretraining").glob(f"O__seed{seed}__*") if p.is_dir())
 
 
 @pytest.fixture(scope="module")
@@ -72,28 +84,30 @@ def test_protocol_writes_table_verdict_figure_and_json(experiment):
 @pytest.mark.e2e
 def test_each_seed_pretrains_its_encoder_and_draws_its_labelled_cases(experiment):
     folder = experiment["folder"]
-    assert sorted(p.name for p in (folder / "pretraining").iterdir() if p.is_dir()) == ["O__seed0", "O__seed1"]
+    assert sorted(p.name.rsplit("__", 1)[0] for p in (folder / "pretraining").iterdir() if p.is_dir()) == [
+        "O__seed0", "O__seed1"]
     for s in SEEDS:
-        weights = folder / "pretraining" / f"O__seed{s}" / "pretrained_weights.pth"
-        record = json.loads((folder / "runs" / f"O__default__seed{s}__k2" / "finished.json").read_text())
+        weights = pretraining_folder(folder, s) / "pretrained_weights.pth"
+        record = json.loads((run_folder(folder, "O", s) / "finished.json").read_text())
         assert record["pretrained_weights"] == str(weights) and record["pretrain_seed"] == int(s)
-        log = (folder / "runs" / f"O__default__seed{s}__k2" / "finetune.log").read_text()
+        log = (run_folder(folder, "O", s) / "finetune.log").read_text()
         assert f"Loaded the encoder from {weights}" in log and f"seed {s}" in log
-        config = json.loads((folder / "pretraining" / f"O__seed{s}" / "config.json").read_text())
+        config = json.loads((pretraining_folder(folder, s) / "config.json").read_text())
         assert config["settings"]["seed"] == int(s)
     chosen = {}
     for m in METHODS:
         for s in SEEDS:
             trainer = f"nnUNetTrainerPolyCL_{'Baseline' if m == 'baseline' else m}_smoke_k2_seed{s}"
-            subset = next((folder / "runs" / f"{m}__default__seed{s}__k2").glob(
+            subset = next(run_folder(folder, m, s).glob(
                 f"nnUNet_results/*/{trainer}__nnUNetPlans__2d/fold_0/polycl_labelled_cases.json"))
             chosen[(m, s)] = json.loads(subset.read_text())["cases"]
     assert chosen[("baseline", "0")] == chosen[("O", "0")] and chosen[("baseline", "1")] == chosen[("O", "1")]
-    baseline_log = (folder / "runs" / "baseline__default__seed0__k2" / "finetune.log").read_text()
+    baseline_log = (run_folder(folder, "baseline", "0") / "finetune.log").read_text()
     assert "random" in baseline_log and "seed 0" in baseline_log
     config = json.loads((folder / "experiment.json").read_text())
     assert config["identity"]["pretrain_epochs"] == 1 and config["identity"]["schedule"] == "smoke"
     assert config["identity"]["pair_by"] == "run" and config["identity"]["interval"] == "t"
+    assert config["identity"]["augmentation_workers"] == 0 and config["format_version"] == 2
     assert config["identity"]["dataset"] == f"Dataset{DEMO_ID}_PolyCLDemo" and config["identity"]["fold"] == 0
     assert len(config["identity"]["evaluated_cases"]) == 4
 
@@ -101,13 +115,13 @@ def test_each_seed_pretrains_its_encoder_and_draws_its_labelled_cases(experiment
 @pytest.mark.e2e
 def test_second_call_skips_finished_runs(experiment):
     folder = experiment["folder"]
-    logs = {run: (folder / "runs" / run / "finetune.log").stat().st_mtime for run in RUNS}
+    logs = {run: (run_folder(folder, *run) / "finetune.log").stat().st_mtime for run in RUNS}
     start = time.time()
     proc = run_cli([*ARGS, "-o", str(folder)], experiment["env"])
     assert time.time() - start < 60
     assert "Ran 0 run(s)" in proc.stdout and f"{len(RUNS)} run(s) were already finished and skipped" in proc.stdout
     assert proc.stderr.count("already finished: skipped") == len(RUNS)
-    assert logs == {run: (folder / "runs" / run / "finetune.log").stat().st_mtime for run in RUNS}
+    assert logs == {run: (run_folder(folder, *run) / "finetune.log").stat().st_mtime for run in RUNS}
 
 
 @pytest.mark.e2e
@@ -123,26 +137,53 @@ def test_other_configuration_or_statistic_is_refused_and_nothing_is_touched(expe
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert difference in proc.stderr and "--force-mix" in proc.stderr
     assert (folder / "experiment.json").read_text() == before
-    assert all((folder / "runs" / run / "finished.json").is_file() for run in RUNS)
+    assert all((run_folder(folder, *run) / "finished.json").is_file() for run in RUNS)
 
 
 @pytest.mark.e2e
 def test_run_without_its_marker_is_redone(experiment):
     folder = experiment["folder"]
-    run = folder / "runs" / "baseline__default__seed0__k2"
+    run = run_folder(folder, "baseline", "0")
     (run / "finished.json").unlink()  # as after a crash during the run's evaluation
     finetune_log = (run / "finetune.log").read_text()
     old_summary = (run / "evaluation" / "summary.json").stat().st_mtime
     proc = run_cli([*ARGS, "-o", str(folder)], experiment["env"])
     assert "Ran 1 run(s)" in proc.stdout and "3 run(s) were already finished and skipped" in proc.stdout
-    assert "[baseline__default__seed0__k2] evaluation" in proc.stderr
+    assert f"[{run.name}] evaluation" in proc.stderr
     assert (run / "finetune.log").read_text() == finetune_log  # its fine-tuning had finished: kept, not repeated
     record = json.loads((run / "finished.json").read_text())
     assert record["predictions"].endswith("fold_0/validation")  # nnU-Net's own validation predictions
     assert (run / "evaluation" / "summary.json").stat().st_mtime > old_summary
     results = json.loads((folder / "reports" / "results.json").read_text())
-    assert sorted(f"{r['method']}__{r['adaptation']}__seed{r['seed']}__k{r['k']}" for r in results["runs"]) == \
-        sorted(RUNS)
+    assert sorted(f"{r['method']}__{r['adaptation']}__{r['schedule']}__seed{r['seed']}__k{r['k']}__{r['tag']}"
+                  for r in results["runs"]) == sorted(run_folder(folder, *run).name for run in RUNS)
+
+
+@pytest.mark.e2e
+def test_interrupted_finetuning_is_moved_aside_and_redone_to_the_same_weights(experiment):
+    """A kill during fine-tuning leaves a started fine-tuning without its markers: the next call moves it aside and
+    redoes it from scratch, giving the weights of the uninterrupted run, and the run's record says so."""
+    import torch
+
+    folder = experiment["folder"]
+    run = run_folder(folder, "baseline", "1")
+    fold = next(run.glob("nnUNet_results/*/*/fold_0"))
+    uninterrupted = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    for marker in ("finished.json", "finetune.finished.json"):
+        (run / marker).unlink()
+    (fold / "checkpoint_final.pth").unlink()  # killed before the end of training
+    proc = run_cli([*ARGS, "-o", str(folder)], experiment["env"])
+    moved = list((folder / "runs").glob(f"{run.name}.interrupted-*"))
+    assert len(moved) == 1 and (moved[0] / "finetune.log").is_file() and "redone from scratch" in proc.stderr
+    assert "Ran 1 run(s)" in proc.stdout
+    redone = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    weights = uninterrupted["network_weights"]
+    assert weights.keys() == redone["network_weights"].keys()
+    assert all(torch.equal(weights[k], redone["network_weights"][k]) for k in weights)
+    record = json.loads((run / "finished.json").read_text())
+    assert record["redone_from_scratch_after"] == [str(moved[0])] and record["augmentation_workers"] == 0
+    table = (folder / "reports" / "table1.md").read_text()
+    assert "Runs planned: 4 (4 finished)" in table and moved[0].name not in table
 
 
 def _fold0(preprocessed_demo: Path) -> dict:

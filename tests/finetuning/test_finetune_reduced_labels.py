@@ -49,3 +49,25 @@ def test_each_seed_draws_its_own_subsets_nested_across_k(make_trainer):
     assert set(again.do_split()[0]) == chosen[(3, 2)]
     record = json.loads((Path(again.output_folder) / SUBSET_FILE).read_text())
     assert record["seed"] == 3 and set(record["cases"]) == chosen[(3, 2)]
+
+
+def test_five_seeds_at_k1_on_a_fold_of_16_label_five_different_scans_nested_across_k():
+    from nnunet_polycl.finetuning.labelled_subset import choose_labelled_cases
+
+    cases = [f"case_{i:02d}" for i in range(16)]
+    chosen = {(s, k): set(choose_labelled_cases(cases, k, fold=0, seed=s)) for s in range(5) for k in (1, 2, 4, 8)}
+    assert len({frozenset(chosen[(s, 1)]) for s in range(5)}) == 5  # 5 distinct scans at k = 1
+    for k in (2, 4, 8):
+        assert len({frozenset(chosen[(s, k)]) for s in range(5)}) == 5
+    for s in range(5):
+        assert chosen[(s, 1)] < chosen[(s, 2)] < chosen[(s, 4)] < chosen[(s, 8)]
+    assert choose_labelled_cases(list(reversed(cases)), 4, fold=0, seed=3) == sorted(chosen[(3, 4)])  # deterministic
+
+
+def test_a_fold_with_too_few_cases_cannot_give_every_seed_its_own_subset():
+    from nnunet_polycl.finetuning.labelled_subset import choose_labelled_cases
+
+    cases = ["a", "b", "c"]
+    at_k1 = {frozenset(choose_labelled_cases(cases, 1, fold=0, seed=s)) for s in range(5)}
+    at_k2 = {frozenset(choose_labelled_cases(cases, 2, fold=0, seed=s)) for s in range(5)}
+    assert len(at_k1) == 3 and len(at_k2) == 3  # every subset there is, then repeats

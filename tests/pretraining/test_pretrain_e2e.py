@@ -57,6 +57,8 @@ def test_outputs_logs_and_config(o_run, small_demo_root):
     plans = small_demo_root / "preprocessed" / SMALL_NAME / "nnUNetPlans.json"
     assert config["fingerprints"]["nnUNetPlans.json_sha256"] == hashlib.sha256(plans.read_bytes()).hexdigest()
     assert config["versions"]["torch"] == torch.__version__ and config["versions"]["nnunetv2"]
+    repro = config["reproducibility"]  # what a seed's bits depend on beyond the settings
+    assert repro["torch_threads"] >= 1 and repro["device"] == "cpu" and repro["deterministic_algorithms"] is False
 
     ckpt = torch.load(folder / "checkpoint_final.pth", weights_only=False)
     assert ckpt["epoch"] == 2

@@ -42,6 +42,17 @@ def test_atomic_save_replaces_whole_files_and_never_leaves_partial_ones(tmp_path
     assert sorted(os.listdir(tmp_path)) == ["ckpt.pth"]
 
 
+def test_equal_objects_are_saved_as_equal_bytes(tmp_path):
+    """The sha256 of two bit-identical pre-trainings' weights agree (torch names its archive after a path it is given:
+    the random temporary name must not end up in the file)."""
+    from nnunet_polycl.checkpoint import file_sha256
+
+    weights = {"encoder": {"w": torch.linspace(0, 1, 100)}, "meta": {"epochs": 3}}
+    atomic_torch_save(weights, str(tmp_path / "a.pth"))
+    atomic_torch_save(weights, str(tmp_path / "b.pth"))
+    assert file_sha256(str(tmp_path / "a.pth")) == file_sha256(str(tmp_path / "b.pth"))
+
+
 @pytest.mark.parametrize("content", [b"", b"garbage", None])
 def test_unreadable_checkpoint_names_the_file(tmp_path, content):
     path = tmp_path / "checkpoint_latest.pth"
