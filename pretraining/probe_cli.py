@@ -66,7 +66,7 @@ def run_probe(folder: str, cases: str = "val", n_random: int = 10, seed: int = 0
                result["pretrained"]["accuracy"]),
               ("random encoder (same architecture, seed 0)", embeddings.random.numpy(), result["random"][0])]
     result["embeddings_figure"] = write_embedding_map(
-        folder, embeddings.index, panels, f"{settings.dataset_name} fold {settings.fold}, {result['cases_kind']}",
+        folder, embeddings.index, panels, f"{settings.dataset_name}, {result['cases_kind']}",
         seed)
     atomic_write_json(result, join(folder, PROBE_FILE))
     return result
