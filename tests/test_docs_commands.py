@@ -155,7 +155,7 @@ def test_commands_are_found_in_a_shell_line(line, expected):
 
 def test_subcommands_get_their_own_help():
     assert subcommand_of("polycl_demo", ["make-dataset", "-d", "990"]) == "make-dataset"
-    assert subcommand_of("polycl_pretrain", ["-d", "003", "-s", "S"]) is None  # choices {S,O,M,simclr} are no subcommand
+    assert subcommand_of("polycl_pretrain", ["-d", "003", "-s", "S"]) is None  # {S,O,M,simclr}: choices
     assert unknown_flags("polycl_demo", ["make-dataset", "--num-scans", "40", "--made-up"]) == ["--made-up"]
 
 

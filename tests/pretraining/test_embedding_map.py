@@ -1,4 +1,4 @@
-"""The probe's embedding map on synthetic embeddings: PCA, statuses, the seeded subsample and the cost at 10^4 slices."""
+"""The probe's embedding map on synthetic embeddings: PCA, statuses, the seeded subsample, the cost at 10^4 slices."""
 from __future__ import annotations
 
 import json
