@@ -19,7 +19,12 @@ import torch
 
 from nnunet_polycl.checkpoint import atomic_torch_save, file_sha256
 from nnunet_polycl.network import PlansContext, full_network_state_with_encoder
-from nnunet_polycl.paths import PRETRAINED_WEIGHTS_FILE, PRETRAINING_CONFIG_FILE, PolyCLUserError
+from nnunet_polycl.paths import (
+    PRETRAINED_WEIGHTS_FILE,
+    PRETRAINING_CONFIG_FILE,
+    PolyCLUserError,
+    default_pretraining_folder,
+)
 from nnunet_polycl.pretraining.loop import FINAL_CHECKPOINT, LATEST_CHECKPOINT
 from nnunet_polycl.pretraining.progress import LOG_FILE, PLOT_FILE
 from nnunet_polycl.pretraining.settings import PretrainSettings
@@ -112,3 +117,21 @@ def write_pretrained_weights(folder: str, ctx: PlansContext, encoder_state: dict
         },
     }, path)
     return path
+
+
+def next_steps(settings: PretrainSettings, folder: str) -> str:
+    """The line a finished run ends with: the probe (PolyCL strategies) and the fine-tuning command whose trainer
+    loads these weights (``POLYCL_PRETRAINED_WEIGHTS`` set when the run is not at the default location)."""
+    from nnunet_polycl.finetuning.variants import BASE_NAME, METHODS
+
+    suffix = next(name for name, strategy in METHODS.items() if strategy == settings.strategy)
+    default = default_pretraining_folder(settings.dataset_name, settings.strategy, settings.plans_identifier,
+                                         settings.configuration, settings.fold)
+    weights = "" if os.path.abspath(folder) == os.path.abspath(default) else \
+        f"POLYCL_PRETRAINED_WEIGHTS={join(folder, PRETRAINED_WEIGHTS_FILE)} "
+    plans = "" if settings.plans_identifier == "nnUNetPlans" else f" -p {settings.plans_identifier}"
+    train = (f"{weights}nnUNetv2_train {settings.dataset_name} {settings.configuration} {settings.fold} "
+             f"-tr {BASE_NAME}{suffix}{plans}")
+    probe = f"polycl_probe {folder} (the encoder on scans it never saw), then " if settings.strategy != "simclr" \
+        else ""
+    return f"Next: {probe}fine-tune with {train}"

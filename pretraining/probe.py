@@ -12,6 +12,7 @@ margin is its accuracy minus the best of them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from os.path import isfile, join
 
 import numpy as np
@@ -91,19 +92,37 @@ def triplet_accuracy_of_embeddings(z: torch.Tensor, index: SliceIndex, strategy:
             "cos_neg": cos_neg.mean().item(), "triplets": len(triplets), "slices": len(index)}
 
 
+@dataclass(frozen=True)
+class ProbeEmbeddings:
+    """The slices a probe scored and their unit-length embeddings ``[N, D]``: the pre-trained encoder's and the
+    first random encoder's (seed 0), for the embedding map."""
+
+    index: SliceIndex
+    pretrained: torch.Tensor
+    random: torch.Tensor
+
+
 def probe_against_random(model: ContrastiveEncoder, ctx: PlansContext, case_ids: Sequence[str], strategy: str,
                          labels: Sequence[int] | None = None, n_random: int = 10, seed: int = 0,
-                         device: str | torch.device = "cpu") -> dict:
-    """Triplet accuracy of ``model`` and of ``n_random`` random encoders (same architecture, head and triplets).
+                         device: str | torch.device = "cpu") -> tuple[dict, ProbeEmbeddings]:
+    """Triplet accuracy of ``model`` and of ``n_random`` (>= 1) random encoders (same architecture, head, triplets).
 
-    Returns ``{strategy, cases, pretrained: {...}, random: [accuracies], best_random, margin}``; ``margin`` =
-    pre-trained accuracy - the best random accuracy (> 0: better than every random encoder tried).
+    Returns ``{strategy, cases, pretrained: {...}, random: [accuracies], best_random, margin}``, where ``margin`` =
+    pre-trained accuracy - the best random accuracy (> 0: better than every random encoder tried), and the
+    embeddings of the pre-trained and the first random encoder.
     """
+    if n_random < 1:
+        raise ValueError(f"n_random must be at least 1, got {n_random}")
     index = build_slice_index(ctx, case_ids, labels)
-    trained = triplet_accuracy_of_embeddings(embed_index(model, ctx, index, device=device), index, strategy, seed)
+    z = embed_index(model, ctx, index, device=device)
+    trained = triplet_accuracy_of_embeddings(z, index, strategy, seed)
     embed_dim = model.head.linear.out_features
-    random = [triplet_accuracy_of_embeddings(embed_index(random_model(ctx, embed_dim, s), ctx, index, device=device),
-                                             index, strategy, seed)["accuracy"] for s in range(n_random)]
-    best = max(random) if random else None
-    return {"strategy": strategy, "cases": sorted(case_ids), "pretrained": trained, "random": random,
-            "best_random": best, "margin": None if best is None else trained["accuracy"] - best}
+    random, first_random = [], None
+    for s in range(n_random):
+        z_random = embed_index(random_model(ctx, embed_dim, s), ctx, index, device=device)
+        random.append(triplet_accuracy_of_embeddings(z_random, index, strategy, seed)["accuracy"])
+        first_random = z_random if first_random is None else first_random
+    best = max(random)
+    result = {"strategy": strategy, "cases": sorted(case_ids), "pretrained": trained, "random": random,
+              "best_random": best, "margin": trained["accuracy"] - best}
+    return result, ProbeEmbeddings(index, z, first_random)

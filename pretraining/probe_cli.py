@@ -1,7 +1,8 @@
 """``polycl_probe``: does a pre-trained encoder tell its strategy's triplets apart on scans it never saw?
 
 Scores the triplet accuracy of a ``polycl_pretrain`` run on the fold's validation cases (default) against randomly
-initialised encoders on the same triplets, prints the result and writes it to ``probe.json`` in the run folder. A
+initialised encoders on the same triplets, prints the result and writes it to ``probe.json`` in the run folder, with
+a picture of the embeddings beside a random encoder's (``embeddings.png``, its data in ``embeddings.json``). A
 pre-trained encoder that does not beat every random encoder has learnt nothing that transfers to new scans (on small
 datasets, too many epochs or too low a learning rate let the encoder memorise its training scans instead).
 """
@@ -37,6 +38,8 @@ def probe_entry(argv: Sequence[str] | None = None) -> None:
     except PolyCLUserError as e:
         sys.exit(f"{PROG}: error: {e}")
     print(describe_probe(result))
+    print(f"Probe result: {join(args.folder, PROBE_FILE)}; picture of the embeddings (pre-trained beside random): "
+          f"{result['embeddings_figure']}")
 
 
 def run_probe(folder: str, cases: str = "val", n_random: int = 10, seed: int = 0) -> dict:
@@ -46,6 +49,7 @@ def run_probe(folder: str, cases: str = "val", n_random: int = 10, seed: int = 0
     Raises:
         PolyCLUserError: not a pre-training run, a SimCLR run (no triplets), or cases that cannot serve the strategy.
     """
+    from nnunet_polycl.pretraining.embedding_map import write_embedding_map
     from nnunet_polycl.pretraining.probe import load_pretrained_model, probe_against_random
     from nnunet_polycl.splits import training_cases
 
@@ -55,9 +59,15 @@ def run_probe(folder: str, cases: str = "val", n_random: int = 10, seed: int = 0
     if settings.strategy not in ("S", "O", "M"):
         raise PolyCLUserError(f"{folder} is a {settings.strategy} run: the probe scores PolyCL triplets (S, O, M).")
     train, val = training_cases(ctx, settings.fold, write_missing=False)
-    result = probe_against_random(model, ctx, val if cases == "val" else train, settings.strategy,
-                                  settings.label_values, n_random, seed)
+    result, embeddings = probe_against_random(model, ctx, val if cases == "val" else train, settings.strategy,
+                                              settings.label_values, n_random, seed)
     result["cases_kind"] = f"{'validation' if cases == 'val' else 'training'} cases of fold {settings.fold}"
+    panels = [(f"pre-trained encoder (PolyCL-{settings.strategy})", embeddings.pretrained.numpy(),
+               result["pretrained"]["accuracy"]),
+              ("random encoder (same architecture, seed 0)", embeddings.random.numpy(), result["random"][0])]
+    result["embeddings_figure"] = write_embedding_map(
+        folder, embeddings.index, panels, f"{settings.dataset_name}, {result['cases_kind']}",
+        seed)
     atomic_write_json(result, join(folder, PROBE_FILE))
     return result
 

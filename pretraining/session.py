@@ -44,6 +44,7 @@ from nnunet_polycl.pretraining.loop import (
 from nnunet_polycl.pretraining.outputs import (
     check_output_folder,
     config_record,
+    next_steps,
     remove_run_files,
     write_pretrained_weights,
 )
@@ -219,6 +220,7 @@ def execute(run: PreparedRun, ranks: Ranks = SINGLE_PROCESS) -> str:
                                            unlabelled)
         atomic_torch_save(checkpoint_dict(state, s, run.data), join(run.folder, FINAL_CHECKPOINT))
         log(f"Finished: {state.epoch} epochs done. Encoder weights for fine-tuning: {weights}")
+        log(next_steps(s, run.folder))
     return run.folder
 
 

@@ -63,7 +63,7 @@ cat "$EXP/reports/table1.md"
 
 echo
 echo "=== [demo] done. Outputs ==="
-echo "pre-training:  $PRETRAINING (probe: $PRETRAINING/probe.json)"
+echo "pre-training:  $PRETRAINING (probe: $PRETRAINING/probe.json, picture: $PRETRAINING/embeddings.png)"
 echo "fine-tuning:   $nnUNet_results/Dataset${ID}_PolyCLDemo/nnUNetTrainerPolyCL_demo__nnUNetPlans__2d/fold_0"
 echo "predictions:   $PRED"
 echo "evaluation:    $WORK/evaluation_PolyCL_O/summary.md"

@@ -101,7 +101,10 @@ def _summary(result: ExperimentResult) -> str:
         if report in result.reports:
             with open(result.reports[report]) as f:
                 lines += ["", f.read()]
-    return "\n".join(lines)
+    verdict = result.reports.get("verdict_md")
+    lines.append(f"Verdict: {verdict} (Table 1 and Fig. 4 beside it)" if verdict else
+                 f"No verdict yet (it needs finished baseline runs): reports in {result.folder}")
+    return "\n".join(line.rstrip("\n") for line in lines)
 
 
 def parse_given_weights(values: list[str] | None) -> dict[str, str] | None:

@@ -69,6 +69,7 @@ def test_protocol_writes_table_verdict_figure_and_json(experiment):
     verdict = (reports / "verdict.md").read_text()
     assert "O: Verdict (k = 2 labelled scans)" in verdict and "2 paired seeds" in verdict
     assert markdown in experiment["proc"].stdout and verdict in experiment["proc"].stdout  # printed at the end
+    assert experiment["proc"].stdout.strip().splitlines()[-1].startswith(f"Verdict: {reports / 'verdict.md'}")
 
     assert (reports / "fig4.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     figure = json.loads((reports / "fig4.json").read_text())

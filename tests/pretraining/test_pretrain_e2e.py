@@ -47,6 +47,10 @@ def test_outputs_logs_and_config(o_run, small_demo_root):
     assert epochs == [(1, 2), (2, 2)]
     assert [int(m[1]) for m in EPOCH_LINE.finditer(proc.stdout)] == [1, 2]
     assert (folder / "progress.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the last line names the next commands: the probe, then fine-tuning with the trainer that loads these weights
+    assert proc.stdout.strip().splitlines()[-1].endswith(
+        f"Next: polycl_probe {folder} (the encoder on scans it never saw), then fine-tune with "
+        f"nnUNetv2_train {SMALL_NAME} 2d all -tr nnUNetTrainerPolyCL_O")
 
     config = json.loads((folder / "config.json").read_text())
     assert config["settings"]["strategy"] == "O" and config["settings"]["epochs"] == 2
