@@ -39,7 +39,7 @@ def pca_2d(z: np.ndarray) -> np.ndarray:
 def slice_statuses(index: SliceIndex) -> list[str]:
     """Per slice: ``organ``, ``no organ`` or ``unknown`` (no known organ status)."""
     return ["unknown" if not known else "organ" if organ else "no organ"
-            for organ, known in zip(index.organ.tolist(), index.organ_known.tolist())]
+            for organ, known in zip(index.organ.tolist(), index.organ_known.tolist(), strict=True)]
 
 
 def embedding_map(index: SliceIndex, panels: list[tuple[str, np.ndarray, float]], max_points: int = MAX_POINTS,
@@ -66,7 +66,7 @@ def draw_embedding_map(data: dict, path: str, title: str) -> None:
     panels = data["panels"]
     fig = Figure(figsize=(5.2 * len(panels), 5.0))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, panel in zip(axes, panels):
+    for ax, panel in zip(axes, panels, strict=True):
         x, y = np.asarray(panel["x"]), np.asarray(panel["y"])
         scans = sorted(set(panel["scan"]))
         marker_of = {s: SCAN_MARKERS[i % len(SCAN_MARKERS)] for i, s in enumerate(scans)}
@@ -83,7 +83,7 @@ def draw_embedding_map(data: dict, path: str, title: str) -> None:
     handles = [axes[0].scatter([], [], c=STATUS_COLOURS[s], marker="o", label=s) for s in present]
     scans = sorted(set(panels[0]["scan"]))
     if len(scans) <= len(SCAN_MARKERS):  # more scans than markers: the markers repeat, a legend would mislead
-        handles += [axes[0].scatter([], [], c="k", marker=m, label=s) for s, m in zip(scans, SCAN_MARKERS)]
+        handles += [axes[0].scatter([], [], c="k", marker=m, label=s) for s, m in zip(scans, SCAN_MARKERS[:len(scans)], strict=True)]
     fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
     note = f", {data['plotted']} of {data['slices']} slices drawn" if data["subsampled"] else ""
     fig.suptitle(f"{title}: PCA of the projection-head embeddings ({data['slices']} slices{note}; colour: organ "

@@ -12,12 +12,12 @@ import io
 import re
 import shlex
 import sys
-import tomllib
 from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "documentation").glob("*.md"))]

@@ -156,7 +156,7 @@ def adjust_family(tables: Sequence[dict], name: str | None = None) -> dict:
     tests = [e["metrics"][PRIMARY_METRIC]["vs_baseline"] for t in tables for e in t["rows"]
              if e["metrics"][PRIMARY_METRIC]["vs_baseline"] is not None]
     adjusted = holm_adjust([np.nan if c["ttest_p"] is None else c["ttest_p"] for c in tests])
-    for test, p in zip(tests, adjusted):
+    for test, p in zip(tests, adjusted, strict=True):
         test["ttest_p_adjusted"] = None if np.isnan(p) else float(p)
     family = dict(name=name or family_description(tables), size=len(tests), metric=PRIMARY_METRIC,
                   method="Holm-Bonferroni over the paired t-tests")

@@ -46,7 +46,7 @@ def _order(n: int, seed: int, earlier: tuple[tuple[int, ...], ...]) -> tuple[int
         pick = next((c for c in remaining if c not in forbidden), remaining[0])
         chosen.append(pick)
         chosen_set.add(pick)
-        for j, other in enumerate(earlier):
+        for j in range(len(earlier)):
             shared[j] += position[j][pick] <= k
     return tuple(chosen)
 

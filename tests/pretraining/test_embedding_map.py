@@ -51,8 +51,8 @@ def test_both_panels_plot_the_same_slices_with_their_status_and_scan():
     data = embedding_map(index, panels)
     assert data["slices"] == data["plotted"] == 200 and not data["subsampled"]
     expected_status = ["unknown" if not k else "organ" if o else "no organ"
-                       for o, k in zip(index.organ, index.organ_known)]
-    for panel, (title, _, accuracy) in zip(data["panels"], panels):
+                       for o, k in zip(index.organ, index.organ_known, strict=True)]
+    for panel, (title, _, accuracy) in zip(data["panels"], panels, strict=True):
         assert panel["encoder"] == title and panel["accuracy"] == accuracy
         assert len(panel["x"]) == len(panel["y"]) == 200
         assert panel["status"] == expected_status
