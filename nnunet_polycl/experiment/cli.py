@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="nnU-Net's data-augmentation workers (nnUNet_n_proc_DA) of every fine-tuning, fixed because "
                         "the worker count changes what a seed draws; recorded in experiment.json and each run "
                         "(default: the preset's: demo 0, study 2, paper 8)")
+    p.add_argument("--cpu-threads", type=int, default=None, metavar="N",
+                   help="torch threads of every step on the CPU, fixed because the thread count changes the weights "
+                        "a seed gives; recorded in experiment.json (default 1; --jobs adds parallel runs)")
     p.add_argument("--force-mix", action="store_true",
                    help="add runs to an experiment folder made with other settings (default: refuse)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (step and run lines still print)")
@@ -132,7 +135,7 @@ def experiment_entry(argv: list[str] | None = None) -> None:
             pretrain_epochs=args.pretrain_epochs, pretrain_batch_size=args.batch_size, pretrain_lr=args.pretrain_lr,
             slice_fraction=args.slice_fraction, schedule=args.schedule, pretraining_seeds=args.pretraining_seeds,
             pair_by=args.pair_by, interval=args.interval, num_workers=args.num_workers, jobs=args.jobs,
-            augmentation_workers=args.augmentation_workers,
+            augmentation_workers=args.augmentation_workers, cpu_threads=args.cpu_threads,
             pretrained=parse_given_weights(args.pretrained),
             force_mix=args.force_mix, progress=not args.no_progress)
         result = run_experiment(request)

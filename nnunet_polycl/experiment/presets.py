@@ -36,6 +36,8 @@ class ProtocolSettings:
     ``augmentation_workers``: nnU-Net's data-augmentation worker processes of every fine-tuning
     (``nnUNet_n_proc_DA``); fixed by the experiment because the worker count changes the batches a seed draws, so that
     a seed means the same run on every machine with the same software.
+    ``cpu_threads``: torch threads of every step on the CPU, fixed for the same reason (the thread count changes the
+    floating-point sums: 1 against 2 threads gave other weights after one pre-training epoch); parallel jobs add cores.
     """
 
     pretrain_epochs: int
@@ -47,6 +49,7 @@ class ProtocolSettings:
     pair_by: str = "run"
     interval: str = "t"
     augmentation_workers: int = 0
+    cpu_threads: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,6 +111,8 @@ def override_settings(settings: ProtocolSettings, **changes) -> ProtocolSettings
     if new.augmentation_workers < 0:
         raise PolyCLUserError(f"--augmentation-workers {new.augmentation_workers} is invalid: use 0 (augment in the "
                               f"training process) or more worker processes.")
+    if new.cpu_threads < 1:
+        raise PolyCLUserError(f"--cpu-threads {new.cpu_threads} is invalid: use 1 or more torch threads per job.")
     if not 0 < new.slice_fraction <= 1:
         raise PolyCLUserError(f"--slice-fraction {new.slice_fraction} is invalid: use a value in (0, 1].")
     for value, valid, flag in ((new.schedule, SCHEDULES, "--schedule"),

@@ -82,6 +82,7 @@ class ExperimentRequest:
     interval: str | None = None
     num_workers: int | None = None
     augmentation_workers: int | None = None
+    cpu_threads: int | None = None
     jobs: int | None = None
     pretrained: dict[str, str] | None = None  # method -> an existing pretrained_weights.pth, used for every seed
     force_mix: bool = False
@@ -177,7 +178,8 @@ def prepare(req: ExperimentRequest) -> tuple[StepContext, list[RunSpec], Evaluat
                                  pretrain_batch_size=req.pretrain_batch_size, pretrain_lr=req.pretrain_lr,
                                  slice_fraction=req.slice_fraction,
                                  schedule=req.schedule, pretraining_seeds=req.pretraining_seeds, pair_by=req.pair_by,
-                                 interval=req.interval, augmentation_workers=req.augmentation_workers)
+                                 interval=req.interval, augmentation_workers=req.augmentation_workers,
+                                 cpu_threads=req.cpu_threads)
     methods = check_methods(tuple(req.methods or preset.methods))
     adaptations = check_adaptations(tuple(req.adaptations or preset.adaptations))
     jobs = req.jobs if req.jobs is not None else preset.jobs

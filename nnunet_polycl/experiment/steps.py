@@ -62,18 +62,19 @@ def base_environment() -> dict[str, str]:
     return env
 
 
-def job_environment(env: dict[str, str], jobs: int, device: str) -> dict[str, str]:
-    """``env`` for one of ``jobs`` parallel jobs: on the CPU each gets cores / jobs torch threads (``OMP_NUM_THREADS``
-    and the PolyCL trainers' ``POLYCL_CPU_THREADS``) and as many nnU-Net worker processes (``nnUNet_def_n_proc``)."""
-    if jobs <= 1 or device != "cpu":
+def job_environment(env: dict[str, str], jobs: int, device: str, cpu_threads: int) -> dict[str, str]:
+    """``env`` for one of ``jobs`` parallel jobs: on the CPU each gets ``cpu_threads`` torch threads
+    (``OMP_NUM_THREADS`` and the PolyCL trainers' ``POLYCL_CPU_THREADS``; fixed, so that a seed gives the same weights
+    on any machine) and cores / jobs nnU-Net worker processes (``nnUNet_def_n_proc``; they do not change results)."""
+    if device != "cpu":
         return env
-    share = str(max(1, (os.cpu_count() or 1) // jobs))
-    return {**env, "OMP_NUM_THREADS": share, CPU_THREADS_VARIABLE: share, "nnUNet_def_n_proc": share}
+    threads, share = str(cpu_threads), str(max(1, (os.cpu_count() or 1) // jobs))
+    return {**env, "OMP_NUM_THREADS": threads, CPU_THREADS_VARIABLE: threads, "nnUNet_def_n_proc": share}
 
 
 def _run(ctx: StepContext, run_name: str, step: str, argv: list[str], env: dict[str, str], log: str) -> float:
     ctx.progress.step(run_name, step, log)
-    return run_logged(argv, job_environment(env, ctx.jobs, ctx.device), log, f"{step} of {run_name}",
+    return run_logged(argv, job_environment(env, ctx.jobs, ctx.device, ctx.settings.cpu_threads), log, f"{step} of {run_name}",
                       ctx.progress.line)
 
 

@@ -238,17 +238,20 @@ def test_test_cases_from_a_file_are_linked_with_their_labels(demo_in_process, pr
         assert (tmp_path / "labels" / f"{case}.nii.gz").resolve() == (raw / "labelsTr" / f"{case}.nii.gz").resolve()
 
 
-def test_parallel_cpu_jobs_share_the_cores_in_threads_and_nnunet_workers(monkeypatch):
+def test_cpu_jobs_get_the_fixed_thread_count_and_share_the_cores_in_nnunet_workers(monkeypatch):
+    """The torch thread count changes the weights a seed gives: it is the experiment's setting, not the machine's."""
     from nnunet_polycl.experiment.steps import job_environment
 
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
     env = {"nnUNet_def_n_proc": "8", "PATH": "/bin"}
-    shared = job_environment(env, jobs=4, device="cpu")
-    assert {k: shared[k] for k in ("OMP_NUM_THREADS", "POLYCL_CPU_THREADS", "nnUNet_def_n_proc")} == {
-        "OMP_NUM_THREADS": "2", "POLYCL_CPU_THREADS": "2", "nnUNet_def_n_proc": "2"}
+    for cores in (2, 8, 64):
+        monkeypatch.setattr("os.cpu_count", lambda cores=cores: cores)
+        shared = job_environment(env, jobs=2, device="cpu", cpu_threads=1)
+        assert shared["OMP_NUM_THREADS"] == shared["POLYCL_CPU_THREADS"] == "1"
+        assert shared["nnUNet_def_n_proc"] == str(cores // 2)
     assert shared["PATH"] == "/bin" and env["nnUNet_def_n_proc"] == "8"  # the caller's environment is not changed
-    assert job_environment(env, jobs=16, device="cpu")["nnUNet_def_n_proc"] == "1"
-    assert job_environment(env, jobs=1, device="cpu") == env and job_environment(env, jobs=4, device="cuda") == env
+    assert job_environment(env, jobs=1, device="cpu", cpu_threads=3)["OMP_NUM_THREADS"] == "3"
+    assert job_environment(env, jobs=128, device="cpu", cpu_threads=1)["nnUNet_def_n_proc"] == "1"
+    assert job_environment(env, jobs=4, device="cuda", cpu_threads=1) == env
 
 
 def test_shared_pretraining_with_another_first_seed_is_refused(demo_in_process, tmp_path):
