@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -159,6 +160,35 @@ def test_two_processes_under_torchrun_reproduce_the_single_process_run_o(small_d
     assert epoch_numbers(proc.stdout) == [1, 2]  # rank 0 alone reports
     assert_same_history(final(two), final(one), exact=False)
     assert json.loads((two / "config.json").read_text())["processes"] == 2
+
+
+STRESS_RUNS = 2  # per strategy
+STRESS_S_ARGS = ["-d", str(SMALL_ID), "-f", "all", "-s", "S", "-device", "cpu", "--batch-size", "4",
+                 "--slice-fraction", "0.2", "--num-workers", "0", "--epochs", "2"]
+
+
+@pytest.mark.e2e
+def test_two_process_torchrun_runs_end_cleanly_on_a_busy_machine(small_demo_root, tmp_path):
+    """Issue 18: under load, a rank that left right after the last epoch could abort in gloo's teardown (SIGABRT).
+    Runs of S and O, each repeated, with two busy CPU loops beside them: every run ends with status 0 and complete
+    final files."""
+    env = smoke_env(small_demo_root, tmp_path / "results")
+    load = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        for attempt in range(STRESS_RUNS):
+            for strategy, args in (("S", STRESS_S_ARGS), ("O", O_ARGS)):
+                folder = tmp_path / f"{strategy}_{attempt}"
+                proc = run_cli(["torchrun", "--standalone", "--nproc-per-node", "2",
+                                os.path.join(BIN, "polycl_pretrain"), *args, "--allow-cpu-ddp", "-o", str(folder)],
+                               env, check=False)
+                what = f"{strategy} run {attempt + 1}: exit {proc.returncode}\n{proc.stderr[-3000:]}"
+                assert proc.returncode == 0 and "terminate called" not in proc.stderr, what
+                assert epoch_numbers(proc.stdout) == [1, 2] and final(folder)["epoch"] == 2, what
+                assert torch.load(folder / "pretrained_weights.pth", weights_only=False)["polycl"]["epochs"] == 2
+    finally:
+        for process in load:
+            process.kill()
+            process.wait()
 
 
 @pytest.mark.e2e
