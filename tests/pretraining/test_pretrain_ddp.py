@@ -251,6 +251,19 @@ def test_a_killed_rank_stops_the_run_and_continue_with_2_or_1_processes(small_en
     assert_same_history(final(copy), reference, exact=False)  # 1 process continues the 2-process run
 
 
+def test_a_rank_failing_after_the_last_epoch_is_reported_with_its_signal_and_the_final_files(tmp_path):
+    from nnunet_polycl.pretraining.launch import failure_message
+
+    started = time.time() - 5
+    for name in ("checkpoint_final.pth", "pretrained_weights.pth"):
+        (tmp_path / name).write_bytes(b"written by rank 0")
+    message = failure_message({1: -signal.SIGABRT}, 2, str(tmp_path), started)
+    assert message.startswith("Process 1 of 2 was killed by SIGABRT")
+    assert "after the last epoch" in message and str(tmp_path / "pretrained_weights.pth") in message
+    older = failure_message({1: 1}, 2, str(tmp_path), time.time() + 5)  # final files of an earlier run
+    assert older.startswith("Process 1 of 2 exited with status 1") and "continue with --c" in older
+
+
 # --- bad input: refused before anything is written ---
 
 @pytest.fixture
