@@ -7,9 +7,9 @@ layout, so a slice of an unlabelled scan is what a slice of a labelled scan woul
 for such a case holds 0 inside and -1 outside the nonzero crop mask.
 
 Every file of a case is first checked to be complete (``image_integrity.py``: a truncated ``.nii.gz`` stops the run,
-naming the file). Cases run in ``num_processes`` spawned worker processes (``-np``, as nnU-Net's ``-np``), with a progress bar. Each
-case is written to the cache's ``.tmp`` folder and committed by the main process when complete (see ``cache.py``):
-an interrupted run resumes with the cases that are not complete.
+naming the file). Cases run in ``num_processes`` spawned worker processes (``-np``, as nnU-Net's ``-np``), with a
+progress bar. Each case is written to the cache's ``.tmp`` folder and committed by the main process when complete
+(see ``cache.py``): an interrupted run resumes with the cases that are not complete.
 """
 from __future__ import annotations
 
