@@ -82,11 +82,27 @@ def run_rank(req: PretrainRequest, ranks: Ranks, init_method: str) -> str:
     device = init_process_group(ranks, run.device.type, init_method)
     try:
         folder = execute(replace(run, device=device), ranks)
-        barrier(ranks)  # rank 0 has written the final files; no rank leaves while another still communicates
+        try:
+            barrier(ranks)  # rank 0 has written the final files; no rank leaves while another still communicates
+        except RuntimeError as e:  # torch.distributed's errors: another rank died after the last epoch
+            raise RankFailedError(_left_after_last_epoch(ranks, folder, e)) from None
         return folder
     finally:
         gc.collect()  # nothing of the run (DDP reducer, pending work) keeps the process group alive past its end
         destroy_process_group()
+
+
+def _left_after_last_epoch(ranks: Ranks, folder: str, error: RuntimeError) -> str:
+    """The error of a rank whose final barrier failed: another rank died after the last epoch."""
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if ranks.is_main:
+        written = (f"This process had written {join(folder, FINAL_CHECKPOINT)} and {PRETRAINED_WEIGHTS_FILE} "
+                   f"completely before")
+    else:
+        written = (f"Files in {folder} are complete where present (written atomically); without "
+                   f"{FINAL_CHECKPOINT}, continue with --c")
+    return (f"Process {ranks.rank} of {ranks.world_size}: another process of the run failed after the last epoch "
+            f"({reason}); the launcher (or torchrun) names it and its signal. {written}.")
 
 
 def _run_torchrun_rank(req: PretrainRequest, ranks: Ranks) -> str:
