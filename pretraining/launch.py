@@ -8,14 +8,27 @@
   (``env://``: ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``).
 
 A rank that fails or is killed ends the run: the launcher gives the others :data:`STOP_GRACE_S` to stop on their own
-(they fail at their next collective operation), then terminates them, and reports which rank failed. Checkpoints are
-written atomically, so the last one written stays complete and ``--c`` continues from it. A launcher that is killed
-takes its ranks with it (Linux: they receive SIGINT when it dies). Under torchrun, torchrun's agent stops the others.
+(they fail at their next collective operation), then terminates them, and reports which rank failed and how (exit
+status or signal), also when it happens after the last epoch: the run then counts as failed, and the message says
+whether rank 0 had written the final files. Checkpoints are written atomically, so the last one written stays
+complete and ``--c`` continues from it. A launcher that is killed takes its ranks with it (Linux: they receive SIGINT
+when it dies). Under torchrun, torchrun's agent stops the others and names the failed rank and its signal.
+
+The end of a multi-process run: every rank waits at a barrier until rank 0 has written the final files, drops the DDP
+wrapper (its reducer holds the process group), and then destroys the process group, so that no rank tears its group
+down (or exits) while another still uses it. Without this, a rank that left right after the last epoch's last
+collective, while rank 0 was still writing, could abort in gloo's teardown (SIGABRT, "terminate called without an
+active exception").
+
+The output folder is locked (:mod:`nnunet_polycl.folder_lock`) for the whole run by the process the user started:
+the launcher of ``-num_gpus N``, rank 0 under torchrun.
 """
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
+import gc
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -24,12 +37,20 @@ import socket
 import sys
 import time
 from dataclasses import replace
-from os.path import join
+from os.path import getmtime, isfile, join
 
-from nnunet_polycl.paths import PolyCLUserError
-from nnunet_polycl.pretraining.distributed import Ranks, destroy_process_group, init_process_group, torchrun_ranks
-from nnunet_polycl.pretraining.loop import LATEST_CHECKPOINT
-from nnunet_polycl.pretraining.session import execute, prepare
+from nnunet_polycl.folder_lock import FolderLock
+from nnunet_polycl.paths import PRETRAINED_WEIGHTS_FILE, PolyCLUserError
+from nnunet_polycl.pretraining.cli import PROG
+from nnunet_polycl.pretraining.distributed import (
+    Ranks,
+    barrier,
+    destroy_process_group,
+    init_process_group,
+    torchrun_ranks,
+)
+from nnunet_polycl.pretraining.loop import FINAL_CHECKPOINT, LATEST_CHECKPOINT
+from nnunet_polycl.pretraining.session import execute, output_folder, prepare
 from nnunet_polycl.pretraining.settings import PretrainRequest
 
 STOP_GRACE_S = 15.0  # after one rank failed: how long the others may take to stop by themselves, then to terminate
@@ -46,26 +67,48 @@ def run_request(req: PretrainRequest) -> str:
     ranks = torchrun_ranks()
     if ranks is not None and ranks.distributed:
         return _run_torchrun_rank(req, ranks)
-    run = prepare(req)
-    if run.world_size == 1 or run.finished:
-        return execute(run)
-    _spawn_ranks(req, run.world_size, run.folder)
-    return run.folder
+    with FolderLock(output_folder(req), PROG):
+        run = prepare(req)
+        if run.world_size == 1 or run.finished:
+            return execute(run)
+        _spawn_ranks(req, run.world_size, run.folder)
+        return run.folder
 
 
 def run_rank(req: PretrainRequest, ranks: Ranks, init_method: str) -> str:
-    """One rank: prepare the run, join the process group (which waits for every rank), train."""
+    """One rank: prepare the run, join the process group (which waits for every rank), train, and leave together
+    with the other ranks (see the module docstring)."""
     run = prepare(req)
     device = init_process_group(ranks, run.device.type, init_method)
     try:
-        return execute(replace(run, device=device), ranks)
+        folder = execute(replace(run, device=device), ranks)
+        try:
+            barrier(ranks)  # rank 0 has written the final files; no rank leaves while another still communicates
+        except RuntimeError as e:  # torch.distributed's errors: another rank died after the last epoch
+            raise RankFailedError(_left_after_last_epoch(ranks, folder, e)) from None
+        return folder
     finally:
+        gc.collect()  # nothing of the run (DDP reducer, pending work) keeps the process group alive past its end
         destroy_process_group()
+
+
+def _left_after_last_epoch(ranks: Ranks, folder: str, error: RuntimeError) -> str:
+    """The error of a rank whose final barrier failed: another rank died after the last epoch."""
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if ranks.is_main:
+        written = (f"This process had written {join(folder, FINAL_CHECKPOINT)} and {PRETRAINED_WEIGHTS_FILE} "
+                   f"completely before")
+    else:
+        written = (f"Files in {folder} are complete where present (written atomically); without "
+                   f"{FINAL_CHECKPOINT}, continue with --c")
+    return (f"Process {ranks.rank} of {ranks.world_size}: another process of the run failed after the last epoch "
+            f"({reason}); the launcher (or torchrun) names it and its signal. {written}.")
 
 
 def _run_torchrun_rank(req: PretrainRequest, ranks: Ranks) -> str:
     try:
-        return run_rank(req, ranks, "env://")
+        with FolderLock(output_folder(req), PROG) if ranks.is_main else contextlib.nullcontext():
+            return run_rank(req, ranks, "env://")
     except PolyCLUserError:
         if not ranks.is_main:  # rank 0 reports it; the others end quietly with the same exit status
             raise SystemExit(2) from None
@@ -89,6 +132,7 @@ def _spawn_ranks(req: PretrainRequest, world_size: int, folder: str) -> None:
                  for rank in range(world_size)]
     for process in processes:
         process.start()
+    started = time.time()
     print(f"Started {world_size} processes (DDP, {'gloo' if req.device == 'cpu' else 'nccl'}), pids "
           f"{', '.join(str(p.pid) for p in processes)}", flush=True)
     try:
@@ -100,16 +144,32 @@ def _spawn_ranks(req: PretrainRequest, world_size: int, folder: str) -> None:
     messages = [reader.recv() for reader, _ in pipes if reader.poll()]
     if messages:  # the same user error on every rank (e.g. a diverged loss): rank 0 logged it
         raise PolyCLUserError(messages[0])
-    failures = "; ".join(f"process {rank} of {world_size} {_how_it_ended(p.exitcode)}"
-                         for rank, p in enumerate(processes) if p.exitcode != 0 and p not in stopped)
-    raise RankFailedError(
-        f"{failures[0].upper()}{failures[1:]} (errors, if any, are printed above); the launcher stopped the other "
-        f"processes. {join(folder, LATEST_CHECKPOINT)} holds the last completed epoch, if one was completed: "
-        f"continue with --c (with the same or another -num_gpus).")
+    raise RankFailedError(failure_message({rank: p.exitcode for rank, p in enumerate(processes)
+                                           if p.exitcode != 0 and p not in stopped}, world_size, folder, started))
+
+
+def failure_message(exitcodes: dict[int, int], world_size: int, folder: str, started: float) -> str:
+    """The launcher's report of failed ranks (``{rank: exitcode}``, negative: killed by that signal) and of what
+    the run left in ``folder`` (files written since ``started``, a ``time.time()``, are this run's)."""
+    failures = "; ".join(f"process {rank} of {world_size} {_how_it_ended(code)}" for rank, code in exitcodes.items())
+    finals = [join(folder, name) for name in (FINAL_CHECKPOINT, PRETRAINED_WEIGHTS_FILE)]
+    if all(isfile(path) and getmtime(path) >= started for path in finals):
+        left = (f"It failed after the last epoch: process 0 had written {finals[0]} and {finals[1]} completely "
+                f"(atomically) before; they hold the finished run, but check the error above before using them.")
+    else:
+        left = (f"{join(folder, LATEST_CHECKPOINT)} holds the last completed epoch, if one was completed: continue "
+                f"with --c (with the same or another -num_gpus).")
+    return (f"{failures[0].upper()}{failures[1:]} (errors, if any, are printed above); the launcher stopped the "
+            f"other processes. {left}")
 
 
 def _how_it_ended(exitcode: int) -> str:
-    return f"was killed by {signal.Signals(-exitcode).name}" if exitcode < 0 else f"exited with status {exitcode}"
+    if exitcode < 0:
+        try:
+            return f"was killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"was killed by signal {-exitcode}"
+    return f"exited with status {exitcode}"
 
 
 def _wait_for_first_failure(processes: list) -> multiprocessing.Process | None:

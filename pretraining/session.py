@@ -142,6 +142,18 @@ def _resume_checkpoint(folder: str, settings: PretrainSettings) -> tuple[dict | 
     return None, None
 
 
+def output_folder(req: PretrainRequest) -> str:
+    """The run's output folder: ``-o``, else the default under ``nnUNet_results`` (absolute).
+
+    Raises:
+        PolyCLUserError: an unknown dataset or fold, or nnUNet_results not set (for the default folder).
+    """
+    if req.output_folder:
+        return os.path.abspath(req.output_folder)
+    return os.path.abspath(default_pretraining_folder(resolve_dataset_name(req.dataset), req.strategy,
+                                                      req.plans_identifier, req.configuration, parse_fold(req.fold)))
+
+
 def prepare(req: PretrainRequest) -> PreparedRun:
     """Validate all inputs and set the run up. Writes nothing but, once every input is valid, the caches of
     ``--unlabelled`` scans. Raises PolyCLUserError naming problem and fix."""
@@ -166,8 +178,7 @@ def prepare(req: PretrainRequest) -> PreparedRun:
         req.lr, float(req.temperature) if req.temperature is not None else 1.0 / req.batch_size, req.embed_dim,
         req.slice_fraction, req.seed, default_num_workers(world_size) if req.num_workers is None else req.num_workers,
         req.device, unlabelled_fingerprint=None if unlabelled is None else unlabelled.fingerprint)
-    folder = os.path.abspath(req.output_folder or default_pretraining_folder(
-        ctx.dataset_name, req.strategy, req.plans_identifier, req.configuration, fold))
+    folder = output_folder(req)
     check_output_folder(folder, req.continue_training, req.overwrite)
     resume, resume_file = _resume_checkpoint(folder, settings) if req.continue_training else (None, None)
     index, unlabelled_data = training_slice_index(ctx, train_ids, label_values, req, unlabelled)
@@ -213,6 +224,8 @@ def execute(run: PreparedRun, ranks: Ranks = SINGLE_PROCESS) -> str:
     except PolyCLUserError as e:
         log(f"ERROR: {e}")
         raise
+    finally:
+        state.model = model  # drop the DDP wrapper: its reducer holds the process group, destroyed after this
     if ranks.is_main:
         encoder_state = {k: v.detach().cpu() for k, v in model.encoder.state_dict().items()}
         unlabelled = [] if run.unlabelled is None else [case.key for case, _ in run.unlabelled.plan.scans]

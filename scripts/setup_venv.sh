@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create (or reuse) the virtual environment and install nnunet-polycl into it.
-# Usage: source scripts/setup_venv.sh [EXTRAS]   (EXTRAS e.g. "test"; VENV=path overrides the default ./.venv)
+# Usage: source scripts/setup_venv.sh [EXTRAS]   (EXTRAS e.g. "test"; VENV=path overrides the default ./.venv;
+# VENV_OPTIONS e.g. --system-site-packages are passed to "python -m venv" when the environment is created)
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$REPO/.venv}"
@@ -8,7 +9,8 @@ EXTRAS="${1:-}"
 PYTHON="${PYTHON:-python3}"
 if [ ! -x "$VENV/bin/python" ]; then
     echo "[setup] creating virtual environment $VENV"
-    "$PYTHON" -m venv "$VENV"
+    # shellcheck disable=SC2086
+    "$PYTHON" -m venv ${VENV_OPTIONS:-} "$VENV"
 fi
 SPEC="$REPO"
 [ -n "$EXTRAS" ] && SPEC="$REPO[$EXTRAS]"

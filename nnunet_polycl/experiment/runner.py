@@ -50,6 +50,7 @@ from nnunet_polycl.experiment.steps import (
     pretrain,
 )
 from nnunet_polycl.finetuning.labelled_subset import SUBSET_FILE
+from nnunet_polycl.folder_lock import FolderLock
 from nnunet_polycl.network import PlansContext, load_plans_context
 from nnunet_polycl.paths import PolyCLUserError, resolve_dataset_name
 from nnunet_polycl.splits import parse_fold
@@ -194,8 +195,7 @@ def prepare(req: ExperimentRequest) -> tuple[StepContext, list[RunSpec], Evaluat
     cases = select_cases(plans_ctx, fold, req.test_cases)
     _check_budgets(ks, cases, fold)
     shared = settings.pretraining_seeds == "shared" or bool(req.pretrained)
-    layout = ExperimentLayout(os.path.abspath(req.output_folder or
-                                              default_experiment_folder(dataset_name, preset.name, fold)))
+    layout = ExperimentLayout(experiment_folder(req))
     given = check_given_weights(req.pretrained or {}, methods)
     identity = _identity(plans_ctx, fold, settings, cases, given, seeds[0] if shared else None)
     runs = run_grid(methods, adaptations, seeds, ks, shared, as_json(identity))
@@ -282,8 +282,21 @@ def _run_phase(ctx: StepContext, result: ExperimentResult, runs: list[RunSpec]) 
                 _finish(ctx, result, run, future.result())
 
 
+def experiment_folder(req: ExperimentRequest) -> str:
+    """The experiment folder: ``-o``, else the default under ``nnUNet_results`` (absolute; raises PolyCLUserError for
+    an unknown dataset, preset or fold)."""
+    return os.path.abspath(req.output_folder or default_experiment_folder(
+        resolve_dataset_name(req.dataset), get_preset(req.preset).name, parse_fold(req.fold)))
+
+
 def run_experiment(req: ExperimentRequest) -> ExperimentResult:
-    """Run (or continue) the experiment described by ``req``; returns what was run and where the reports are."""
+    """Run (or continue) the experiment described by ``req``, holding its folder's lock (a second
+    ``polycl_experiment`` on the same folder is refused); returns what was run and where the reports are."""
+    with FolderLock(experiment_folder(req), "polycl_experiment"):
+        return _run(req)
+
+
+def _run(req: ExperimentRequest) -> ExperimentResult:
     start = time.time()
     ctx, runs, cases = prepare(req)
     result = ExperimentResult(ctx.layout.root)

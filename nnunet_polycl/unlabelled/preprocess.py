@@ -6,9 +6,10 @@ The preprocessor is the class the plans name (``configuration_manager.preprocess
 layout, so a slice of an unlabelled scan is what a slice of a labelled scan would be. The segmentation nnU-Net writes
 for such a case holds 0 inside and -1 outside the nonzero crop mask.
 
-Cases run in ``num_processes`` spawned worker processes (``-np``, as nnU-Net's ``-np``), with a progress bar. Each
-case is written to the cache's ``.tmp`` folder and committed by the main process when complete (see ``cache.py``):
-an interrupted run resumes with the cases that are not complete.
+Every file of a case is first checked to be complete (``image_integrity.py``: a truncated ``.nii.gz`` stops the run,
+naming the file). Cases run in ``num_processes`` spawned worker processes (``-np``, as nnU-Net's ``-np``), with a
+progress bar. Each case is written to the cache's ``.tmp`` folder and committed by the main process when complete
+(see ``cache.py``): an interrupted run resumes with the cases that are not complete.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from nnunet_polycl.network import PlansContext
 from nnunet_polycl.paths import PolyCLUserError
 from nnunet_polycl.unlabelled.cache import UnlabelledCache
 from nnunet_polycl.unlabelled.discovery import UnlabelledCase
+from nnunet_polycl.unlabelled.image_integrity import check_complete_image
 
 
 @dataclass(frozen=True)
@@ -40,12 +42,15 @@ class PreprocessJob:
 
 
 def preprocess_one(job: PreprocessJob) -> str:
-    """Run nnU-Net's preprocessor of the plans on one case (no label file); returns the case identifier."""
+    """Check that the case's files are complete, then run nnU-Net's preprocessor of the plans on it (no label file);
+    returns the case identifier."""
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     plans_manager = PlansManager(job.plans)
     configuration_manager = plans_manager.get_configuration(job.configuration)
     preprocessor = configuration_manager.preprocessor_class(verbose=False)
+    for file in job.files:
+        check_complete_image(file)
     try:
         preprocessor.run_case_save(job.output_truncated, list(job.files), None, plans_manager,
                                    configuration_manager, job.dataset_json)

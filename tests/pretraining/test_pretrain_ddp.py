@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -161,6 +162,35 @@ def test_two_processes_under_torchrun_reproduce_the_single_process_run_o(small_d
     assert json.loads((two / "config.json").read_text())["processes"] == 2
 
 
+STRESS_RUNS = 2  # per strategy
+STRESS_S_ARGS = ["-d", str(SMALL_ID), "-f", "all", "-s", "S", "-device", "cpu", "--batch-size", "4",
+                 "--slice-fraction", "0.2", "--num-workers", "0", "--epochs", "2"]
+
+
+@pytest.mark.e2e
+def test_two_process_torchrun_runs_end_cleanly_on_a_busy_machine(small_demo_root, tmp_path):
+    """Issue 18: under load, a rank that left right after the last epoch could abort in gloo's teardown (SIGABRT).
+    Runs of S and O, each repeated, with two busy CPU loops beside them: every run ends with status 0 and complete
+    final files."""
+    env = smoke_env(small_demo_root, tmp_path / "results")
+    load = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        for attempt in range(STRESS_RUNS):
+            for strategy, args in (("S", STRESS_S_ARGS), ("O", O_ARGS)):
+                folder = tmp_path / f"{strategy}_{attempt}"
+                proc = run_cli(["torchrun", "--standalone", "--nproc-per-node", "2",
+                                os.path.join(BIN, "polycl_pretrain"), *args, "--allow-cpu-ddp", "-o", str(folder)],
+                               env, check=False)
+                what = f"{strategy} run {attempt + 1}: exit {proc.returncode}\n{proc.stderr[-3000:]}"
+                assert proc.returncode == 0 and "terminate called" not in proc.stderr, what
+                assert epoch_numbers(proc.stdout) == [1, 2] and final(folder)["epoch"] == 2, what
+                assert torch.load(folder / "pretrained_weights.pth", weights_only=False)["polycl"]["epochs"] == 2
+    finally:
+        for process in load:
+            process.kill()
+            process.wait()
+
+
 @pytest.mark.e2e
 def test_only_rank_0_writes_files_and_logs(s_two_processes, s_reference):
     folder, proc = s_two_processes
@@ -219,6 +249,19 @@ def test_a_killed_rank_stops_the_run_and_continue_with_2_or_1_processes(small_en
     run_cli(["polycl_pretrain", *S_ARGS, "--epochs", str(S_EPOCHS), "--num-workers", "0", "--c", "-o", str(copy)],
             small_env)
     assert_same_history(final(copy), reference, exact=False)  # 1 process continues the 2-process run
+
+
+def test_a_rank_failing_after_the_last_epoch_is_reported_with_its_signal_and_the_final_files(tmp_path):
+    from nnunet_polycl.pretraining.launch import failure_message
+
+    started = time.time() - 5
+    for name in ("checkpoint_final.pth", "pretrained_weights.pth"):
+        (tmp_path / name).write_bytes(b"written by rank 0")
+    message = failure_message({1: -signal.SIGABRT}, 2, str(tmp_path), started)
+    assert message.startswith("Process 1 of 2 was killed by SIGABRT")
+    assert "after the last epoch" in message and str(tmp_path / "pretrained_weights.pth") in message
+    older = failure_message({1: 1}, 2, str(tmp_path), time.time() + 5)  # final files of an earlier run
+    assert older.startswith("Process 1 of 2 exited with status 1") and "continue with --c" in older
 
 
 # --- bad input: refused before anything is written ---

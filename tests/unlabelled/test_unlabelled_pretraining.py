@@ -132,3 +132,17 @@ def test_duplicate_of_a_validation_case_is_left_out_and_of_a_training_case_count
     assert roles["copy_of_train"][0] == f"dataset case {train[0]}" and "used once" in roles["copy_of_train"][1]
     assert roles["same_as_unlabelled"][1] == "another unlabelled scan: used once"
     assert not any(p.name.startswith("copy_of") for p in cache_root(few_env).parent.rglob("*.pkl"))
+
+
+def test_truncated_scan_stops_the_run_naming_it_and_finished_cases_stay_cached(few_env):
+    """A .nii.gz cut mid-data (``head -c 3000``) would be read as mostly zeros: it is refused, by name."""
+    from nnunet_polycl.paths import PolyCLUserError
+    from nnunet_polycl.pretraining.session import prepare
+
+    *complete, cut = sorted(Path(few_env["unlabelled"]).iterdir())  # preprocessed in this order (num_processes=1)
+    cut.write_bytes(cut.read_bytes()[:3000])
+    with pytest.raises(PolyCLUserError, match="truncated") as error:
+        prepare(request(few_env))
+    assert str(error.value).startswith(str(cut)) and "\n" not in str(error.value)
+    records = sorted(p.stem for p in (cache_root(few_env) / "records").glob("*.json"))
+    assert records == [p.name[:-len("_0000.nii.gz")] for p in complete]

@@ -1,0 +1,57 @@
+"""The output-folder lock: a second process is refused naming the holder, a dead holder's lock is taken over, and
+the empty folders a released lock created are removed again."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nnunet_polycl.folder_lock import LOCK_FILE, FolderLock
+from nnunet_polycl.paths import PolyCLUserError
+
+HOLD = ("import sys, time\nfrom nnunet_polycl.folder_lock import FolderLock\n"
+        "FolderLock(sys.argv[1], 'holder').acquire()\nprint('held', flush=True)\ntime.sleep(120)\n")
+
+
+def hold_lock(folder: Path) -> subprocess.Popen:
+    """Another process that takes ``folder``'s lock and keeps it."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_process_is_refused_naming_the_holder_and_a_killed_holders_lock_is_taken_over(tmp_path, capsys):
+    folder = tmp_path / "run"
+    holder = hold_lock(folder)
+    try:
+        with pytest.raises(PolyCLUserError) as error:
+            FolderLock(str(folder), "polycl_pretrain").acquire()
+        message = str(error.value)
+        assert f"holder pid {holder.pid} on host {socket.gethostname()}" in message
+        assert str(folder / LOCK_FILE) in message and "\n" not in message
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    assert (folder / LOCK_FILE).is_file()  # a kill -9 leaves the file behind: a stale lock
+    with FolderLock(str(folder), "polycl_pretrain") as lock:
+        assert f"holder pid {holder.pid}" in lock.took_over
+        assert f"pid {os.getpid()}" in (folder / LOCK_FILE).read_text()
+        with pytest.raises(PolyCLUserError, match=f"in use by polycl_pretrain pid {os.getpid()}"):
+            FolderLock(str(folder), "polycl_experiment").acquire()
+    assert "took over the stale lock" in capsys.readouterr().out
+    assert list(folder.iterdir()) == []  # released: the lock file is gone (the folder is the killed holder's)
+
+
+def test_release_removes_only_the_empty_folders_the_lock_created(tmp_path):
+    folder = tmp_path / "a" / "b"
+    with FolderLock(str(folder), "polycl_pretrain"):
+        (folder / "config.json").write_text("{}")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json"]
+    with FolderLock(str(tmp_path / "x" / "y"), "polycl_pretrain"):  # e.g. a run refused for bad input
+        assert (tmp_path / "x" / "y" / LOCK_FILE).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
