@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from nnunet_polycl.checkpoint import atomic_torch_save, capture_rng_state, restore_rng_state
+from nnunet_polycl.checkpoint import atomic_torch_save, capture_rng_state, plain, restore_rng_state
 from nnunet_polycl.network import unwrap
 from nnunet_polycl.paths import PolyCLUserError
 from nnunet_polycl.pretraining.distributed import SINGLE_PROCESS, Ranks
@@ -73,8 +73,9 @@ def new_state(model: nn.Module, lr: float, iterations_per_epoch: int, device: to
 def checkpoint_dict(state: TrainState, settings: PretrainSettings, data: dict) -> dict:
     """The content of ``checkpoint_latest.pth`` / ``checkpoint_final.pth``; ``data`` identifies what the run trains
     on (``{"case_ids", "num_slices", "iterations_per_epoch"}``, compared on --c). Nothing in it depends on the number
-    of processes: the model is stored unwrapped, and the optimiser state is the same on every rank."""
-    return {
+    of processes: the model is stored unwrapped, and the optimiser state is the same on every rank. Plain types and
+    tensors only (``torch.load(weights_only=True)`` reads it)."""
+    return plain({
         "epoch": state.epoch,
         "model": {k: v.detach().cpu() for k, v in unwrap(state.model).state_dict().items()},
         "optimizer": state.optimizer.state_dict(),
@@ -84,7 +85,7 @@ def checkpoint_dict(state: TrainState, settings: PretrainSettings, data: dict) -
         "rng": capture_rng_state(),
         "settings": settings.to_dict(),
         "data": data,
-    }
+    })
 
 
 def restore_state(state: TrainState, ckpt: dict) -> None:
