@@ -61,7 +61,7 @@ def test_pretrain_finetune_predict(demo_env, demo_in_process, make_trainer, tmp_
     # the real polycl_pretrain file: at the start of fine-tuning the encoder is exactly the pre-trained one
     trainer = make_trainer(TRAINER)
     trainer.initialize()
-    pretrained = torch.load(weights_file, weights_only=False)["network_weights"]
+    pretrained = torch.load(weights_file, weights_only=True)["network_weights"]
     assert same_tensors(encoder_tensors(network_state(trainer)), encoder_tensors(pretrained))
 
     # the checkpoint carries weights and record: --val works after the pre-training folder is gone

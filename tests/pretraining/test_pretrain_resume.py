@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 def completed_epochs(checkpoint: Path) -> int:
     """Epochs recorded in a checkpoint, 0 while it does not exist yet (it only ever appears complete)."""
-    return torch.load(checkpoint, weights_only=False)["epoch"] if checkpoint.is_file() else 0
+    return torch.load(checkpoint, weights_only=True)["epoch"] if checkpoint.is_file() else 0
 
 
 def sha(path: Path) -> str:
@@ -43,18 +43,18 @@ def test_sigkill_during_an_epoch_then_continue_equals_an_uninterrupted_run(small
             proc.send_signal(signal.SIGKILL)
             proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    at_kill = torch.load(latest, weights_only=False)
+    at_kill = torch.load(latest, weights_only=True)
     assert 1 <= at_kill["epoch"] < 3 and not (folder / "checkpoint_final.pth").exists()
     assert [p.name for p in folder.iterdir() if p.name.endswith(".tmp")] == []
 
     proc = run_cli(["polycl_pretrain", *S_ARGS, "--epochs", str(S_EPOCHS), "--c"], small_env)
     assert f"after epoch {at_kill['epoch']}." in proc.stdout
-    final = torch.load(folder / "checkpoint_final.pth", weights_only=False)
+    final = torch.load(folder / "checkpoint_final.pth", weights_only=True)
     assert final["epoch"] == S_EPOCHS
     for key, values in at_kill["history"].items():
         assert final["history"][key][:at_kill["epoch"]] == values and len(final["history"][key]) == S_EPOCHS
     # on the CPU, continuing is bit-identical: the same losses and the same final weights as never stopping
-    reference = torch.load(s_reference / "checkpoint_final.pth", weights_only=False)
+    reference = torch.load(s_reference / "checkpoint_final.pth", weights_only=True)
     assert {k: final["history"][k] for k in RESULT_METRICS} == {k: reference["history"][k] for k in RESULT_METRICS}
     assert final["model"].keys() == reference["model"].keys()
     assert all(torch.equal(final["model"][k], reference["model"][k]) for k in reference["model"])
