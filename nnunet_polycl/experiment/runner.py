@@ -34,6 +34,7 @@ from nnunet_polycl.experiment.progress import ExperimentProgress
 from nnunet_polycl.experiment.reports import evaluate_run, write_reports
 from nnunet_polycl.experiment.state import check_experiment, read_marker, record_call, write_marker
 from nnunet_polycl.experiment.steps import StepContext, base_environment, finetune, predict, pretrain
+from nnunet_polycl.finetuning.pretrained import checked_weights, fine_tuning_target
 from nnunet_polycl.network import PlansContext, load_plans_context
 from nnunet_polycl.paths import PolyCLUserError, resolve_dataset_name
 from nnunet_polycl.splits import parse_fold
@@ -132,8 +133,11 @@ def _identity(plans_ctx: PlansContext, fold: int | str, settings: ProtocolSettin
     return identity
 
 
-def check_given_weights(given: dict[str, str], methods: tuple[str, ...]) -> dict[str, str]:
-    """``--pretrained METHOD=FILE``: absolute paths of existing files, for pre-trained methods of the grid."""
+def check_given_weights(given: dict[str, str], methods: tuple[str, ...], plans_ctx: PlansContext,
+                        fold: int | str) -> dict[str, str]:
+    """``--pretrained METHOD=FILE``: absolute paths of files for pre-trained methods of the grid, each read (as data)
+    and checked as the method's fine-tuning trainer checks it (strategy, dataset, plans, split, network), so that a
+    bad file stops the experiment before any run starts."""
     checked = {}
     for method, path in given.items():
         if method not in methods or pretraining_strategy(method) is None:
@@ -142,6 +146,11 @@ def check_given_weights(given: dict[str, str], methods: tuple[str, ...]) -> dict
         if not os.path.isfile(path):
             raise PolyCLUserError(f"--pretrained {method}={path}: no such file. Give a pretrained_weights.pth that "
                                   f"polycl_pretrain wrote.")
+        target = fine_tuning_target(plans_ctx, fold, pretraining_strategy(method))
+        try:
+            checked_weights(os.path.abspath(path), "--pretrained", target, plans_ctx)
+        except PolyCLUserError as e:
+            raise PolyCLUserError(f"--pretrained {method}={path}: {e}") from None
         checked[method] = os.path.abspath(path)
     return checked
 
@@ -178,7 +187,7 @@ def prepare(req: ExperimentRequest) -> tuple[StepContext, list[RunSpec], Evaluat
     runs = run_grid(methods, adaptations, seeds, ks, shared)
     layout = ExperimentLayout(os.path.abspath(req.output_folder or
                                               default_experiment_folder(dataset_name, preset.name, fold)))
-    given = check_given_weights(req.pretrained or {}, methods)
+    given = check_given_weights(req.pretrained or {}, methods, plans_ctx, fold)
     identity = _identity(plans_ctx, fold, settings, cases, given, seeds[0] if shared else None)
     forced = check_experiment(layout.experiment_file, identity, req.force_mix)
     check_trainers([r.trainer(settings.schedule) for r in runs])
