@@ -155,8 +155,9 @@ def run_epoch(state: TrainState, task: PretrainingTask, loader, device: torch.de
             begin, end = task.sampler.bounds[step]
             shard = BatchShard.of(end - begin, ranks.rank, ranks.world_size)
             lr = state.optimizer.param_groups[0]["lr"]  # the learning rate this step uses
-            share, sums = train_step(state, task, batch.to(device, non_blocking=True), device, shard)
-            metrics.add(step, share, sums, shard, task.objective.implied_triplets(shard.size))
+            batch = batch.to(device, non_blocking=True)
+            share, sums = train_step(state, task, batch, device, shard)
+            metrics.add(step, share, sums, shard, task.objective.implied_triplets(shard.size), batch)
             if (step + 1) % SYNC_EVERY == 0:
                 _check_finite(state, metrics)
                 bar.set_postfix(loss=f"{metrics.mean_loss():.4f}")
@@ -168,22 +169,29 @@ def run_epoch(state: TrainState, task: PretrainingTask, loader, device: torch.de
 
 
 def _check_finite(state: TrainState, metrics: EpochMetrics) -> None:
-    step = metrics.first_non_finite_step()
+    step, bad_input = metrics.first_non_finite_steps()
     if step is not None:
-        raise diverged_error(state, step, "loss")
+        raise diverged_error(state, step, bad_input)
 
 
-def diverged_error(state: TrainState, iteration: int, what: str) -> PolyCLUserError:
-    """The error for a non-finite loss: names the epoch, what was kept, and the fix."""
+def diverged_error(state: TrainState, iteration: int, bad_input: int | None = None) -> PolyCLUserError:
+    """The error for a non-finite loss at ``iteration``: names the epoch, what was kept, and the fix, which depends on
+    whether an input batch (the first at ``bad_input``) held non-finite values (the data) or not (the optimisation)."""
     if state.epoch:
         kept = f"{LATEST_CHECKPOINT} from epoch {state.epoch} was kept"
-        fix = "continue from it with --c, or start again with --overwrite,"
+        resume = "continue from it with --c, or start again with --overwrite,"
     else:
-        kept, fix = "no checkpoint had been written yet", "start again with --overwrite"
+        kept, resume = "no checkpoint had been written yet", "start again with --overwrite"
+    if bad_input is not None:
+        return PolyCLUserError(
+            f"Training stopped in epoch {state.epoch + 1} (iteration {iteration}): non-finite loss, and the input batch "
+            f"of iteration {bad_input} held non-finite values (NaN or Inf): the data is the cause, not the learning "
+            f"rate. The run stopped and {kept}. Check the preprocessed images of the dataset (and the --unlabelled "
+            f"scans) for NaN / Inf voxels, fix or remove them, then {resume.rstrip(',')}.")
     return PolyCLUserError(
-        f"Training diverged in epoch {state.epoch + 1} (iteration {iteration}): non-finite {what}. The run stopped "
-        f"and {kept}. To fix it, {fix} with a lower --lr (this run: {state.scheduler.base_lrs[0]:g})."
-    )
+        f"Training diverged in epoch {state.epoch + 1} (iteration {iteration}): non-finite loss while every input "
+        f"batch was finite. The run stopped and {kept}. To fix it, {resume} with a lower --lr (this run: "
+        f"{state.scheduler.base_lrs[0]:g}).")
 
 
 @dataclass
