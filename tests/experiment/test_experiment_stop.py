@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import BIN, DEMO_ID, run_cli
+from tests.finetuning.test_weights_are_data import write_crafted
 
 
 def write_weights(folder: Path, strategy: str) -> Path:
@@ -38,8 +39,13 @@ def test_given_weights_are_read_and_checked_before_anything_runs(demo_in_process
     s_weights = write_weights(tmp_path / "S", "S")
     random_bytes = tmp_path / "random.pth"
     random_bytes.write_bytes(np.random.default_rng(0).bytes(4096))
+    crafted, marker = tmp_path / "crafted" / "pretrained_weights.pth", tmp_path / "payload_ran"
+    write_crafted(crafted, marker, "torch.save")
     for given, expected in (({"O": str(random_bytes)}, f"--pretrained O={random_bytes}: Pre-trained weights file "
                                                        f"{random_bytes} cannot be read"),
+                            ({"O": str(crafted)}, f"--pretrained O={crafted}: Pre-trained weights file {crafted} "
+                                                  f"holds Python objects besides tensors and plain values "
+                                                  f"(posix.system)"),
                             ({"S": str(s_weights), "O": str(s_weights)},
                              f"--pretrained O={s_weights}: The pre-trained weights {s_weights} were made with other "
                              f"settings than this fine-tuning run (strategy: pre-training 'S', this fine-tuning 'O')")):
@@ -47,7 +53,7 @@ def test_given_weights_are_read_and_checked_before_anything_runs(demo_in_process
             prepare(ExperimentRequest(dataset=str(DEMO_ID), output_folder=str(tmp_path / "exp"),
                                       methods=("baseline", "S", "O"), pretrained=given, progress=False))
         assert str(error.value).startswith(expected) and "\n" not in str(error.value)
-        assert not (tmp_path / "exp").exists()
+        assert not (tmp_path / "exp").exists() and not marker.exists()
     prepare(ExperimentRequest(dataset=str(DEMO_ID), output_folder=str(tmp_path / "exp"), methods=("baseline", "S"),
                               pretrained={"S": str(s_weights)}, progress=False))  # a matching file is accepted
 
