@@ -2,10 +2,10 @@
 
 Every step adds its loss share and metric sums to device tensors and folds "was this step's loss finite?" and "was
 this step's input batch finite?" into the first non-finite step numbers (device scalars, infinity while all were
-finite), so that a stop can say whether the data or the optimisation produced the non-finite loss. Reading them (``.tolist()``) waits for
-the device, so the loop does it every :data:`SYNC_EVERY` steps and at the end of the epoch, before anything is saved;
-in a multi-process run the sums are added up and the first non-finite step is the minimum over the ranks, so every
-rank takes the same decision and rank 0 reports global numbers.
+finite), so that a stop can say whether the data or the optimisation produced the non-finite loss. Reading them
+(``.tolist()``) waits for the device, so the loop does it every :data:`SYNC_EVERY` steps and at the end of the epoch,
+before anything is saved; in a multi-process run the sums are added up and the first non-finite steps are the minima
+over the ranks, so every rank takes the same decision and rank 0 reports global numbers.
 """
 from __future__ import annotations
 

@@ -11,7 +11,8 @@
 - No per-step host synchronisation: metrics accumulate on the device and are read every ``SYNC_EVERY`` steps and at
   the end of each epoch (:mod:`.epoch_metrics`); only fp16's gradient scaler (GPUs without bf16) still checks its
   gradients on the host every step. A non-finite loss stops the run at the next such read, before the
-  epoch's checkpoint: what is saved never saw it, and the previous epoch's checkpoint stays.
+  epoch's checkpoint: what is saved never saw it, and the previous epoch's checkpoint stays; the message says whether
+  an input batch held non-finite values (the data) or none did (the optimisation: a lower learning rate).
 - Multi-process runs (DDP, :mod:`.distributed`): every rank trains on its shard of each global batch
   (:mod:`.sharding`) and the averaged gradient is that of the global batch's mean loss.
 """
@@ -184,8 +185,8 @@ def diverged_error(state: TrainState, iteration: int, bad_input: int | None = No
         kept, resume = "no checkpoint had been written yet", "start again with --overwrite"
     if bad_input is not None:
         return PolyCLUserError(
-            f"Training stopped in epoch {state.epoch + 1} (iteration {iteration}): non-finite loss, and the input batch "
-            f"of iteration {bad_input} held non-finite values (NaN or Inf): the data is the cause, not the learning "
+            f"Training stopped in epoch {state.epoch + 1} (iteration {iteration}): non-finite loss, and the input "
+            f"batch of iteration {bad_input} held non-finite values (NaN or Inf): the data is the cause, not the learning "
             f"rate. The run stopped and {kept}. Check the preprocessed images of the dataset (and the --unlabelled "
             f"scans) for NaN / Inf voxels, fix or remove them, then {resume.rstrip(',')}.")
     return PolyCLUserError(

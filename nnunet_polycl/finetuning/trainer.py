@@ -3,10 +3,12 @@
 Everything else is stock nnU-Net (augmentation, validation, checkpoints, progress.png, prediction). What differs, each
 in one overridden method that calls nnU-Net's:
 
-- ``__init__``: refuses a 3D configuration; for a new run (no checkpoint in the fold folder yet) it finds, reads and
-  checks the pre-trained weights (see :mod:`.pretrained`) *before* nnU-Net creates the fold folder, so a refused file
-  leaves nothing behind; applies the schedule's batch size; on the CPU it honours ``$POLYCL_CPU_THREADS`` (nnU-Net's
-  entry point sets torch's threads to every core, which parallel runs would oversubscribe).
+- ``__init__``: refuses a 3D configuration; for a new run (no checkpoint in the fold folder yet) it finds, reads (as
+  data, ``weights_only``) and checks the pre-trained weights (see :mod:`.pretrained`) *before* nnU-Net creates the
+  fold folder, so a refused file leaves nothing behind; applies the schedule's batch size; on the CPU it honours
+  ``$POLYCL_CPU_THREADS`` (nnU-Net's entry point sets torch's threads to every core, which parallel runs would
+  oversubscribe). A refusal ends ``nnUNetv2_train`` with its one-line message, without a traceback
+  (:func:`report_refusals_in_one_line`).
 - ``initialize``: seeds the run (``_seed<s>``), then, after nnU-Net built the network, loads the checked encoder.
   A run that continues from its own checkpoint (``--c``, ``--val``) loads nothing: its checkpoint carries the weights
   and the record, so the pre-training folder may be gone. Which file was loaded (path, sha256, strategy, provenance
@@ -17,8 +19,9 @@ in one overridden method that calls nnU-Net's:
   schedule's optimiser and decay (:mod:`.schedules`).
 - ``get_dataloaders``: seeded augmentation workers for ``_seed<s>`` variants (:mod:`.seeding`).
 - ``on_train_start``: schedules whose epoch is one pass over the labelled slices set the iterations here.
-- ``save_checkpoint`` / ``load_checkpoint``: add / read back the ``polycl_finetuning`` record; a resumed run rebuilds
-  the optimiser of the stage its checkpoint was written in.
+- ``save_checkpoint`` / ``load_checkpoint``: add (in plain types) / read back the ``polycl_finetuning`` record; a
+  resumed run rebuilds the optimiser of the stage its checkpoint was written in. The checkpoint itself is nnU-Net's
+  format, which nnU-Net reads with full unpickling: like nnU-Net's, only continue checkpoints you made.
 
 Order of weights, last one wins: pre-trained encoder (``initialize``), then ``-pretrained_weights FILE`` (nnU-Net
 applies it after ``initialize``), then the checkpoint of ``--c`` / ``--val``.
