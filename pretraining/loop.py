@@ -187,8 +187,8 @@ def diverged_error(state: TrainState, iteration: int, bad_input: int | None = No
         return PolyCLUserError(
             f"Training stopped in epoch {state.epoch + 1} (iteration {iteration}): non-finite loss, and the input "
             f"batch of iteration {bad_input} held non-finite values (NaN or Inf): the data is the cause, not the "
-            f"learning rate. The run stopped and {kept}. Check the preprocessed images of the dataset (and the --unlabelled "
-            f"scans) for NaN / Inf voxels, fix or remove them, then {resume.rstrip(',')}.")
+            f"learning rate. The run stopped and {kept}. Check the preprocessed images of the dataset (and the "
+            f"--unlabelled scans) for NaN / Inf voxels, fix or remove them, then {resume.rstrip(',')}.")
     return PolyCLUserError(
         f"Training diverged in epoch {state.epoch + 1} (iteration {iteration}): non-finite loss while every input "
         f"batch was finite. The run stopped and {kept}. To fix it, {resume} with a lower --lr (this run: "
