@@ -1,5 +1,5 @@
-"""``polycl_experiment`` stops cleanly: bad ``--pretrained`` files before any run starts, and SIGTERM ends its
-running ``nnUNetv2_train`` steps instead of orphaning them."""
+"""``polycl_experiment`` stops cleanly: bad ``--pretrained`` files before any run starts, and SIGTERM / SIGINT end
+its running ``nnUNetv2_train`` steps instead of orphaning them."""
 from __future__ import annotations
 
 import os
@@ -96,26 +96,29 @@ def _group_alive(pgid: int) -> bool:
 
 @pytest.mark.e2e
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
-def test_sigterm_ends_the_running_nnunetv2_train_steps(demo_env, tmp_path):
-    argv = [os.path.join(BIN, "polycl_experiment"), "-d", str(DEMO_ID), "--methods", "baseline", "--seeds", "0", "1",
-            "--k", "1", "--schedule", "smoke", "--jobs", "2", "--no-progress", "-o", str(tmp_path / "exp")]
+@pytest.mark.parametrize("sig, seeds", [(signal.SIGTERM, ("0", "1")), (signal.SIGINT, ("0",))])
+def test_a_signal_ends_the_running_nnunetv2_train_steps(demo_env, tmp_path, sig, seeds):
+    """Two parallel steps (the worker threads' path) for SIGTERM; one step in the main thread for SIGINT."""
+    argv = [os.path.join(BIN, "polycl_experiment"), "-d", str(DEMO_ID), "--methods", "baseline", "--seeds", *seeds,
+            "--k", "1", "--schedule", "smoke", "--jobs", str(len(seeds)), "--no-progress", "-o", str(tmp_path / "exp")]
     with open(tmp_path / "stderr.txt", "w") as err:
         proc = subprocess.Popen(argv, env=demo_env, stdout=subprocess.DEVNULL, stderr=err)
         try:
             deadline = time.monotonic() + 300
-            while len(trainers := _children(proc.pid, "nnUNetv2_train")) < 2:
+            while len(trainers := _children(proc.pid, "nnUNetv2_train")) < len(seeds):
                 assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
-                assert time.monotonic() < deadline, "no two nnUNetv2_train steps within 300 s"
+                assert time.monotonic() < deadline, f"no {len(seeds)} nnUNetv2_train step(s) within 300 s"
                 time.sleep(0.2)
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(sig)
             proc.wait(timeout=120)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
     stderr = (tmp_path / "stderr.txt").read_text()
-    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert proc.returncode == 128 + sig, stderr
     assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == (
-        "polycl_experiment: stopped by SIGTERM; ended its running steps (nnUNetv2_train, nnUNetv2_train). Finished "
-        "runs are kept; run the same command again to continue.")
+        f"polycl_experiment: stopped by {sig.name}; ended its running steps "
+        f"({', '.join(['nnUNetv2_train'] * len(seeds))}). Finished runs are kept; run the same command again to "
+        f"continue.")
     assert [pid for pid in trainers if _group_alive(pid)] == []  # each step and its workers are gone
