@@ -16,6 +16,7 @@ import json
 import os
 import pickle
 import random
+import re
 import sys
 import tempfile
 import zipfile
@@ -103,13 +104,15 @@ def save_data_only(obj: Any, path: str) -> None:
     atomic_torch_save(plain(obj), path)
 
 
-def python_objects_in(path: str) -> list[str] | None:
-    """The Python objects (``module.name``) a ``torch.save`` file needs beyond what ``weights_only`` loads, or None
-    when it is no readable ``torch.save`` file."""
+def python_objects_in(path: str, error: Exception) -> list[str] | None:
+    """The Python objects (``module.name``) a ``torch.save`` file needs beyond what ``weights_only`` loads (``error``:
+    what ``weights_only`` raised), or None when it is no readable ``torch.save`` file."""
     if not zipfile.is_zipfile(path):
         return None
     try:
         return torch.serialization.get_unsafe_globals_in_checkpoint(path) or None
+    except AttributeError:  # torch < 2.5: the names are only in the error message
+        return re.findall(r"(?:GLOBAL|Unsupported class) ([\w.]+)", str(error)) or None
     except Exception:  # a damaged archive: unreadable, not unsafe
         return None
 
@@ -127,8 +130,8 @@ def load_data_only(path: str, what: str, map_location: str | torch.device = "cpu
     """
     try:
         return torch.load(path, map_location=map_location, weights_only=True), False
-    except pickle.UnpicklingError:
-        needed = python_objects_in(path)
+    except pickle.UnpicklingError as e:
+        needed = python_objects_in(path, e)
         if needed is None:
             raise pickle.UnpicklingError("not a file written by torch.save, or damaged") from None
     if os.environ.get(UNSAFE_LOAD_VARIABLE) == "1":
