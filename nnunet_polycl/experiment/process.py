@@ -1,8 +1,8 @@
 """Run one step's command as a subprocess, streaming its output into a log file and its last line to the caller.
 
 Each step runs in its own process group (with the data-loading workers it starts), so that stopping
-``polycl_experiment`` (SIGINT or SIGTERM, see :func:`stop_steps_on_signals`) ends every running step and its workers
-instead of leaving them orphaned, and starts no new one.
+``polycl_experiment`` (SIGINT, SIGTERM or SIGHUP, see :func:`stop_steps_on_signals`) ends every running step and its
+workers instead of leaving them orphaned, and starts no new one.
 """
 from __future__ import annotations
 
@@ -65,14 +65,21 @@ def end_running_steps(grace_s: float = GRACE_S) -> list[str]:
 
 
 def stop_steps_on_signals() -> None:
-    """Make SIGINT and SIGTERM end the running steps (:func:`end_running_steps`) and then raise
-    :class:`StoppedBySignal` in the main thread (call it from the main thread)."""
+    """Make SIGINT, SIGTERM and (unless ignored, as under ``nohup``) SIGHUP end the running steps
+    (:func:`end_running_steps`) and then raise :class:`StoppedBySignal` in the main thread (call it from there).
+
+    The steps run in their own process groups, so a terminal's Ctrl-C or hang-up reaches them only through this."""
+    hangup = getattr(signal, "SIGHUP", None)
+    signals = [signal.SIGINT, signal.SIGTERM]
+    if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:
+        signals.append(hangup)
+
     def stop(signum: int, frame) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in signals:
             signal.signal(sig, signal.SIG_IGN)  # a second signal must not interrupt the clean-up
         raise StoppedBySignal(signum, end_running_steps())
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in signals:
         signal.signal(sig, stop)
 
 
