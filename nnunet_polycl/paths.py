@@ -42,7 +42,7 @@ def resolve_dataset_name(dataset_name_or_id: Union[int, str]) -> str:
 
     require_nnunet_folder("nnUNet_preprocessed")
     try:
-        return maybe_convert_to_dataset_name(dataset_name_or_id)
+        return str(maybe_convert_to_dataset_name(dataset_name_or_id))  # nnU-Net's is a numpy string
     except (RuntimeError, ValueError) as e:
         raise PolyCLUserError(
             f"Unknown dataset {dataset_name_or_id!r}: no folder DatasetXXX_* with this id was found in nnUNet_raw, "

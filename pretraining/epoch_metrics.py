@@ -1,10 +1,11 @@
 """An epoch's metrics, accumulated on the device without host synchronisation, read at sync points only.
 
-Every step adds its loss share and metric sums to device tensors and folds "was this step's loss finite?" into the
-first non-finite step number (a device scalar, infinity while all were finite). Reading them (``.tolist()``) waits for
-the device, so the loop does it every :data:`SYNC_EVERY` steps and at the end of the epoch, before anything is saved;
-in a multi-process run the sums are added up and the first non-finite step is the minimum over the ranks, so every
-rank takes the same decision and rank 0 reports global numbers.
+Every step adds its loss share and metric sums to device tensors and folds "was this step's loss finite?" and "was
+this step's input batch finite?" into the first non-finite step numbers (device scalars, infinity while all were
+finite), so that a stop can say whether the data or the optimisation produced the non-finite loss. Reading them
+(``.tolist()``) waits for the device, so the loop does it every :data:`SYNC_EVERY` steps and at the end of the epoch,
+before anything is saved; in a multi-process run the sums are added up and the first non-finite steps are the minima
+over the ranks, so every rank takes the same decision and rank 0 reports global numbers.
 """
 from __future__ import annotations
 
@@ -24,24 +25,28 @@ class EpochMetrics:
     def __init__(self, device: torch.device, ranks: Ranks):
         dtype = torch.float32 if device.type == "mps" else torch.float64
         self.sums = torch.zeros(4, dtype=dtype, device=device)
-        self.first_bad = torch.full((1,), math.inf, dtype=dtype, device=device)
+        self.first_bad = torch.full((2,), math.inf, dtype=dtype, device=device)  # [loss, input batch]
         self.ranks = ranks
         self.items = 0  # global batch items (triplets, or SimCLR slices) so far
         self.triplets = 0  # implied triplets of the global batches so far
 
-    def add(self, step: int, share: torch.Tensor, sums: torch.Tensor, shard: BatchShard, triplets: int) -> None:
-        """Fold in one step (``share``: this rank's loss share, ``sums``: its metric sums); no host sync."""
+    def add(self, step: int, share: torch.Tensor, sums: torch.Tensor, shard: BatchShard, triplets: int,
+            batch: torch.Tensor) -> None:
+        """Fold in one step (``share``: this rank's loss share, ``sums``: its metric sums, ``batch``: its input);
+        no host sync."""
         self.sums[0] += share.detach().to(self.sums.dtype) * shard.size
         self.sums[1:] += sums.to(self.sums.dtype)
-        bad = torch.where(torch.isfinite(share.detach()), math.inf, float(step + 1))
+        finite = torch.stack([torch.isfinite(share.detach()).all(), torch.isfinite(batch).all()])
+        bad = torch.where(finite, math.inf, float(step + 1))
         torch.minimum(self.first_bad, bad.to(self.sums.dtype), out=self.first_bad)
         self.items += shard.size
         self.triplets += triplets
 
-    def first_non_finite_step(self) -> int | None:
-        """1-based step of the epoch's first non-finite loss on any rank, or None (a sync point: all ranks call it)."""
-        first = all_reduce_(self.first_bad.clone(), self.ranks, op="min").item()
-        return None if math.isinf(first) else int(first)
+    def first_non_finite_steps(self) -> tuple[int | None, int | None]:
+        """1-based steps of the epoch's first non-finite loss and first input batch with a non-finite value on any
+        rank, each None when there was none (a sync point: all ranks call it)."""
+        loss, batch = all_reduce_(self.first_bad.clone(), self.ranks, op="min").tolist()
+        return tuple(None if math.isinf(x) else int(x) for x in (loss, batch))
 
     def mean_loss(self) -> float:
         """Mean loss per item over the steps so far, all ranks (a sync point)."""

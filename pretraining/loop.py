@@ -11,7 +11,8 @@
 - No per-step host synchronisation: metrics accumulate on the device and are read every ``SYNC_EVERY`` steps and at
   the end of each epoch (:mod:`.epoch_metrics`); only fp16's gradient scaler (GPUs without bf16) still checks its
   gradients on the host every step. A non-finite loss stops the run at the next such read, before the
-  epoch's checkpoint: what is saved never saw it, and the previous epoch's checkpoint stays.
+  epoch's checkpoint: what is saved never saw it, and the previous epoch's checkpoint stays; the message says whether
+  an input batch held non-finite values (the data) or none did (the optimisation: a lower learning rate).
 - Multi-process runs (DDP, :mod:`.distributed`): every rank trains on its shard of each global batch
   (:mod:`.sharding`) and the averaged gradient is that of the global batch's mean loss.
 """
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from nnunet_polycl.checkpoint import atomic_torch_save, capture_rng_state, restore_rng_state
+from nnunet_polycl.checkpoint import atomic_torch_save, capture_rng_state, plain, restore_rng_state
 from nnunet_polycl.network import unwrap
 from nnunet_polycl.paths import PolyCLUserError
 from nnunet_polycl.pretraining.distributed import SINGLE_PROCESS, Ranks
@@ -73,8 +74,9 @@ def new_state(model: nn.Module, lr: float, iterations_per_epoch: int, device: to
 def checkpoint_dict(state: TrainState, settings: PretrainSettings, data: dict) -> dict:
     """The content of ``checkpoint_latest.pth`` / ``checkpoint_final.pth``; ``data`` identifies what the run trains
     on (``{"case_ids", "num_slices", "iterations_per_epoch"}``, compared on --c). Nothing in it depends on the number
-    of processes: the model is stored unwrapped, and the optimiser state is the same on every rank."""
-    return {
+    of processes: the model is stored unwrapped, and the optimiser state is the same on every rank. Plain types and
+    tensors only (``torch.load(weights_only=True)`` reads it)."""
+    return plain({
         "epoch": state.epoch,
         "model": {k: v.detach().cpu() for k, v in unwrap(state.model).state_dict().items()},
         "optimizer": state.optimizer.state_dict(),
@@ -84,7 +86,7 @@ def checkpoint_dict(state: TrainState, settings: PretrainSettings, data: dict) -
         "rng": capture_rng_state(),
         "settings": settings.to_dict(),
         "data": data,
-    }
+    })
 
 
 def restore_state(state: TrainState, ckpt: dict) -> None:
@@ -154,8 +156,9 @@ def run_epoch(state: TrainState, task: PretrainingTask, loader, device: torch.de
             begin, end = task.sampler.bounds[step]
             shard = BatchShard.of(end - begin, ranks.rank, ranks.world_size)
             lr = state.optimizer.param_groups[0]["lr"]  # the learning rate this step uses
-            share, sums = train_step(state, task, batch.to(device, non_blocking=True), device, shard)
-            metrics.add(step, share, sums, shard, task.objective.implied_triplets(shard.size))
+            batch = batch.to(device, non_blocking=True)
+            share, sums = train_step(state, task, batch, device, shard)
+            metrics.add(step, share, sums, shard, task.objective.implied_triplets(shard.size), batch)
             if (step + 1) % SYNC_EVERY == 0:
                 _check_finite(state, metrics)
                 bar.set_postfix(loss=f"{metrics.mean_loss():.4f}")
@@ -167,22 +170,29 @@ def run_epoch(state: TrainState, task: PretrainingTask, loader, device: torch.de
 
 
 def _check_finite(state: TrainState, metrics: EpochMetrics) -> None:
-    step = metrics.first_non_finite_step()
+    step, bad_input = metrics.first_non_finite_steps()
     if step is not None:
-        raise diverged_error(state, step, "loss")
+        raise diverged_error(state, step, bad_input)
 
 
-def diverged_error(state: TrainState, iteration: int, what: str) -> PolyCLUserError:
-    """The error for a non-finite loss: names the epoch, what was kept, and the fix."""
+def diverged_error(state: TrainState, iteration: int, bad_input: int | None = None) -> PolyCLUserError:
+    """The error for a non-finite loss at ``iteration``: names the epoch, what was kept, and the fix, which depends on
+    whether an input batch (the first at ``bad_input``) held non-finite values (the data) or not (the optimisation)."""
     if state.epoch:
         kept = f"{LATEST_CHECKPOINT} from epoch {state.epoch} was kept"
-        fix = "continue from it with --c, or start again with --overwrite,"
+        resume = "continue from it with --c, or start again with --overwrite,"
     else:
-        kept, fix = "no checkpoint had been written yet", "start again with --overwrite"
+        kept, resume = "no checkpoint had been written yet", "start again with --overwrite"
+    if bad_input is not None:
+        return PolyCLUserError(
+            f"Training stopped in epoch {state.epoch + 1} (iteration {iteration}): non-finite loss, and the input "
+            f"batch of iteration {bad_input} held non-finite values (NaN or Inf): the data is the cause, not the "
+            f"learning rate. The run stopped and {kept}. Check the preprocessed images of the dataset (and the "
+            f"--unlabelled scans) for NaN / Inf voxels, fix or remove them, then {resume.rstrip(',')}.")
     return PolyCLUserError(
-        f"Training diverged in epoch {state.epoch + 1} (iteration {iteration}): non-finite {what}. The run stopped "
-        f"and {kept}. To fix it, {fix} with a lower --lr (this run: {state.scheduler.base_lrs[0]:g})."
-    )
+        f"Training diverged in epoch {state.epoch + 1} (iteration {iteration}): non-finite loss while every input "
+        f"batch was finite. The run stopped and {kept}. To fix it, {resume} with a lower --lr (this run: "
+        f"{state.scheduler.base_lrs[0]:g}).")
 
 
 @dataclass

@@ -17,7 +17,7 @@ from os.path import isdir, isfile, join
 
 import torch
 
-from nnunet_polycl.checkpoint import atomic_torch_save, file_sha256
+from nnunet_polycl.checkpoint import file_sha256, save_data_only
 from nnunet_polycl.network import PlansContext, full_network_state_with_encoder
 from nnunet_polycl.paths import (
     PRETRAINED_WEIGHTS_FILE,
@@ -104,9 +104,10 @@ def write_pretrained_weights(folder: str, ctx: PlansContext, encoder_state: dict
                              epochs_done: int, cases: Sequence[str], unlabelled_scans: Sequence[str] = ()) -> str:
     """Write ``pretrained_weights.pth`` atomically: the full plans network with the pre-trained encoder inside, and
     the run's settings and provenance (``nnunet_polycl.provenance``; ``cases``: the dataset's cases pre-training
-    used, ``unlabelled_scans``: the unlabelled ones)."""
+    used, ``unlabelled_scans``: the unlabelled ones). Tensors and plain values only: ``torch.load(weights_only=True)``
+    reads it, and so does nnU-Net's ``-pretrained_weights``."""
     path = join(folder, PRETRAINED_WEIGHTS_FILE)
-    atomic_torch_save({
+    save_data_only({
         "network_weights": full_network_state_with_encoder(ctx, encoder_state),
         "polycl": {
             "strategy": settings.strategy, "epochs": epochs_done, "plans_identifier": settings.plans_identifier,

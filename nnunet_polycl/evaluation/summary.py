@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from os.path import join
 
 from nnunet_polycl.evaluation.files import refuse_overwrite, write_json_atomic, write_text_atomic
 from nnunet_polycl.evaluation.statistics import describe
 from nnunet_polycl.metrics import STATUSES
+from nnunet_polycl.paths import PolyCLUserError
 
 METRICS = ("dice", "hd", "hd95")
 VOLUMES = ("volume_reference_ml", "volume_prediction_ml")
@@ -89,8 +91,21 @@ def summary_csv(summary: dict) -> str:
     return buffer.getvalue()
 
 
+def check_output_folder(output_folder: str) -> None:
+    """Refuse an output folder that is, or lies inside, an existing file (it is created when missing)."""
+    existing = os.path.abspath(output_folder)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        where = "is a file" if existing == os.path.abspath(output_folder) else f"lies inside the file {existing}"
+        raise PolyCLUserError(f"The output folder {output_folder} {where}, not a folder: the summaries "
+                              f"({', '.join(SUMMARY_FILES)}) are written into a folder. Choose another -o.")
+
+
 def summary_paths(output_folder: str, overwrite: bool) -> dict[str, str]:
-    """``{file name: path}`` of the summary files; refuses existing ones unless ``overwrite``."""
+    """``{file name: path}`` of the summary files; refuses an output folder that is a file, and existing summaries
+    unless ``overwrite``."""
+    check_output_folder(output_folder)
     paths = {name: join(output_folder, name) for name in SUMMARY_FILES}
     refuse_overwrite(paths.values(), overwrite)
     return paths

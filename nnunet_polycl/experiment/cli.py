@@ -8,6 +8,7 @@ from nnunet_polycl.evaluation.reports import PAIRINGS
 from nnunet_polycl.evaluation.statistics import INTERVALS
 from nnunet_polycl.experiment.cases import read_case_list
 from nnunet_polycl.experiment.presets import METHODS, PRESETS, PRETRAINING_SEEDS, SCHEDULES
+from nnunet_polycl.experiment.process import StoppedBySignal, stop_steps_on_signals
 from nnunet_polycl.experiment.runner import ExperimentRequest, ExperimentResult, run_experiment
 from nnunet_polycl.finetuning.adaptation import ADAPTATIONS
 from nnunet_polycl.paths import PolyCLUserError
@@ -123,6 +124,7 @@ def parse_given_weights(values: list[str] | None) -> dict[str, str] | None:
 def experiment_entry(argv: list[str] | None = None) -> None:
     """Command line of ``polycl_experiment``."""
     args = build_parser().parse_args(argv)
+    stop_steps_on_signals()
     try:
         request = ExperimentRequest(
             dataset=args.dataset, fold=args.fold, preset=args.preset,
@@ -142,6 +144,11 @@ def experiment_entry(argv: list[str] | None = None) -> None:
     except PolyCLUserError as e:
         print(f"polycl_experiment: error: {e}", file=sys.stderr)
         sys.exit(1)
+    except StoppedBySignal as e:
+        ended = f"; ended its running steps ({', '.join(e.ended)})" if e.ended else ""
+        print(f"polycl_experiment: {e}{ended}. Finished runs are kept; run the same command again to continue.",
+              file=sys.stderr)
+        sys.exit(128 + e.signum)
     except KeyboardInterrupt:
         print("polycl_experiment: interrupted. Finished runs are kept; run the same command again to continue.",
               file=sys.stderr)

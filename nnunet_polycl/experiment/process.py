@@ -1,10 +1,17 @@
-"""Run one step's command as a subprocess, streaming its output into a log file and its last line to the caller."""
+"""Run one step's command as a subprocess, streaming its output into a log file and its last line to the caller.
+
+Each step runs in its own process group (with the data-loading workers it starts), so that stopping
+``polycl_experiment`` (SIGINT, SIGTERM or SIGHUP, see :func:`stop_steps_on_signals`) ends every running step and its
+workers instead of leaving them orphaned, and starts no new one.
+"""
 from __future__ import annotations
 
 import os
 import re
 import shlex
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from os.path import isfile
@@ -12,6 +19,68 @@ from os.path import isfile
 from nnunet_polycl.paths import PolyCLUserError
 
 _LINE_BREAK = re.compile(rb"[\r\n]")
+_OWN_GROUP = os.name == "posix"  # POSIX process groups; elsewhere the step's process alone is ended
+GRACE_S = 10.0  # seconds a step has to exit after SIGTERM before it is killed
+_running: set[subprocess.Popen] = set()
+_running_lock = threading.RLock()  # re-entrant: the signal handler runs in the main thread, which may hold it
+_stopping = threading.Event()
+
+
+class StoppedBySignal(Exception):
+    """``polycl_experiment`` was stopped by a signal; ``ended`` names the steps' commands that were running."""
+
+    def __init__(self, signum: int, ended: list[str]):
+        self.signum, self.ended = signum, ended
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+
+def _signal_step(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        if _OWN_GROUP:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+    except (ProcessLookupError, PermissionError):
+        pass  # already gone
+
+
+def end_running_steps(grace_s: float = GRACE_S) -> list[str]:
+    """Stop starting steps, and end every running step's process group: SIGTERM, then SIGKILL after ``grace_s``.
+
+    Returns the commands (program names) that were running."""
+    _stopping.set()
+    with _running_lock:
+        procs = list(_running)
+    for proc in procs:
+        _signal_step(proc, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_step(proc, signal.SIGKILL)  # the leader may be gone while its workers still run
+        proc.wait()
+    return [os.path.basename(str(proc.args[0])) for proc in procs]
+
+
+def stop_steps_on_signals() -> None:
+    """Make SIGINT, SIGTERM and (unless ignored, as under ``nohup``) SIGHUP end the running steps
+    (:func:`end_running_steps`) and then raise :class:`StoppedBySignal` in the main thread (call it from there).
+
+    The steps run in their own process groups, so a terminal's Ctrl-C or hang-up reaches them only through this."""
+    hangup = getattr(signal, "SIGHUP", None)
+    signals = [signal.SIGINT, signal.SIGTERM]
+    if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:
+        signals.append(hangup)
+
+    def stop(signum: int, frame) -> None:
+        for sig in signals:
+            signal.signal(sig, signal.SIG_IGN)  # a second signal must not interrupt the clean-up
+        raise StoppedBySignal(signum, end_running_steps())
+
+    for sig in signals:
+        signal.signal(sig, stop)
 
 
 class StepFailedError(PolyCLUserError):
@@ -57,18 +126,25 @@ def run_logged(argv: list[str], env: dict[str, str], log_file: str, description:
     with open(log_file, "ab") as log:
         log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} $ {shlex.join(argv)}\n".encode())
         log.flush()
-        try:
-            proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        except OSError as e:
-            raise StepFailedError(f"{description}: could not start {argv[0]} ({e}). Is the package installed in "
-                                  f"this environment (its console scripts on PATH)?") from None
+        with _running_lock:
+            if _stopping.is_set():
+                raise StepFailedError(f"{description}: not started, polycl_experiment is stopping.")
+            try:
+                proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        start_new_session=_OWN_GROUP)
+            except OSError as e:
+                raise StepFailedError(f"{description}: could not start {argv[0]} ({e}). Is the package installed "
+                                      f"in this environment (its console scripts on PATH)?") from None
+            _running.add(proc)
         try:
             _stream(proc, log, on_line)
             code = proc.wait()
         finally:
             if proc.poll() is None:
-                proc.terminate()
+                _signal_step(proc, signal.SIGTERM)
                 proc.wait()
+            with _running_lock:
+                _running.discard(proc)
     if code != 0:
         raise StepFailedError(
             f"{description} failed (exit code {code}).\nCommand: {shlex.join(argv)}\nLog: {log_file}\n"

@@ -50,6 +50,7 @@ from nnunet_polycl.experiment.steps import (
     pretrain,
 )
 from nnunet_polycl.finetuning.labelled_subset import SUBSET_FILE
+from nnunet_polycl.finetuning.pretrained import checked_weights, fine_tuning_target
 from nnunet_polycl.folder_lock import FolderLock
 from nnunet_polycl.network import PlansContext, load_plans_context
 from nnunet_polycl.paths import PolyCLUserError, resolve_dataset_name
@@ -151,8 +152,11 @@ def _identity(plans_ctx: PlansContext, fold: int | str, settings: ProtocolSettin
     return identity
 
 
-def check_given_weights(given: dict[str, str], methods: tuple[str, ...]) -> dict[str, str]:
-    """``--pretrained METHOD=FILE``: absolute paths of existing files, for pre-trained methods of the grid."""
+def check_given_weights(given: dict[str, str], methods: tuple[str, ...], plans_ctx: PlansContext,
+                        fold: int | str) -> dict[str, str]:
+    """``--pretrained METHOD=FILE``: absolute paths of files for pre-trained methods of the grid, each read (as data)
+    and checked as the method's fine-tuning trainer checks it (strategy, dataset, plans, split, network), so that a
+    bad file stops the experiment before any run starts."""
     checked = {}
     for method, path in given.items():
         if method not in methods or pretraining_strategy(method) is None:
@@ -161,6 +165,11 @@ def check_given_weights(given: dict[str, str], methods: tuple[str, ...]) -> dict
         if not os.path.isfile(path):
             raise PolyCLUserError(f"--pretrained {method}={path}: no such file. Give a pretrained_weights.pth that "
                                   f"polycl_pretrain wrote.")
+        target = fine_tuning_target(plans_ctx, fold, pretraining_strategy(method))
+        try:
+            checked_weights(os.path.abspath(path), "--pretrained", target, plans_ctx)
+        except PolyCLUserError as e:
+            raise PolyCLUserError(f"--pretrained {method}={path}: {e}") from None
         checked[method] = os.path.abspath(path)
     return checked
 
@@ -196,7 +205,7 @@ def prepare(req: ExperimentRequest) -> tuple[StepContext, list[RunSpec], Evaluat
     _check_budgets(ks, cases, fold)
     shared = settings.pretraining_seeds == "shared" or bool(req.pretrained)
     layout = ExperimentLayout(experiment_folder(req))
-    given = check_given_weights(req.pretrained or {}, methods)
+    given = check_given_weights(req.pretrained or {}, methods, plans_ctx, fold)
     identity = _identity(plans_ctx, fold, settings, cases, given, seeds[0] if shared else None)
     runs = run_grid(methods, adaptations, seeds, ks, shared, as_json(identity))
     forced = check_experiment(layout.experiment_file, identity, req.force_mix)

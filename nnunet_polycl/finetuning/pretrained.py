@@ -4,12 +4,18 @@ The weights file is ``{'network_weights': <full network state_dict>, 'polycl': {
 provenance>}}`` at ``nnunet_polycl.paths.default_pretraining_folder(...)/pretrained_weights.pth``. Users whose
 pre-training lives elsewhere point :data:`OVERRIDE_VARIABLE` at the file instead.
 
+Weights files are data: the file is read with ``torch.load(weights_only=True)``, which loads tensors and plain values
+and refuses anything else without running it; a file that needs more (an older polycl_pretrain wrote numpy values
+into it, or it was crafted) is refused unless the user opts in with ``POLYCL_ALLOW_UNSAFE_WEIGHTS_FILE=1`` (recorded;
+see ``nnunet_polycl.checkpoint.load_data_only``).
+
 Checks before anything is loaded (each failure is a one-line :class:`PolyCLUserError` naming the file, the mismatch
-and the fix): the file is readable; it was pre-trained with this run's plans identifier, configuration, fold and
-strategy; on this dataset and these plans (fingerprint, see ``nnunet_polycl.provenance``), unless the user opts in with
-:data:`ALLOW_FOREIGN_VARIABLE` (recorded); its pre-training used none of the fold's current validation cases (the
-split may have changed after pre-training); every encoder tensor fits. Files of older versions without provenance
-load with a warning that names what could not be checked.
+and the fix): the file is readable as data; it was pre-trained with this run's plans identifier, configuration, fold
+and strategy; on this dataset and these plans (fingerprint, see ``nnunet_polycl.provenance``), unless the user opts in
+with :data:`ALLOW_FOREIGN_VARIABLE` (recorded); its pre-training used none of the fold's current validation cases
+(the split may have changed after pre-training), checked whenever the file records its cases of this dataset, opt-in
+or not: no opt-in allows a leak; every encoder tensor fits. Files of older versions without provenance load with a
+warning that names what could not be checked.
 """
 from __future__ import annotations
 
@@ -22,9 +28,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from nnunet_polycl.checkpoint import file_sha256
-from nnunet_polycl.network import encoder_of, mismatched_keys
+from nnunet_polycl.checkpoint import UNSAFE_LOAD_VARIABLE, file_sha256, load_data_only
+from nnunet_polycl.network import PlansContext, build_plans_network, encoder_of, mismatched_keys
 from nnunet_polycl.paths import PRETRAINED_WEIGHTS_FILE, Fold, PolyCLUserError, default_pretraining_folder
+from nnunet_polycl.provenance import dataset_fingerprint_sha256, plans_fingerprint
+from nnunet_polycl.splits import training_cases
 
 OVERRIDE_VARIABLE = "POLYCL_PRETRAINED_WEIGHTS"
 ALLOW_FOREIGN_VARIABLE = "POLYCL_ALLOW_FOREIGN_WEIGHTS"
@@ -45,6 +53,7 @@ class PretrainingTarget:
     strategy: str
     plans_fingerprint: str | None = None
     validation_cases: tuple[str, ...] = ()
+    dataset_fingerprint_sha256: str | None = None  # tells a renamed copy of this dataset from another dataset
 
     def pretrain_command(self) -> str:
         """The ``polycl_pretrain`` command that writes the weights this run looks for."""
@@ -61,12 +70,38 @@ class PretrainedWeights:
     sha256: str
     meta: dict[str, Any]
     network_weights: dict[str, torch.Tensor]
+    unsafe_load: bool = False  # read with full unpickling after the POLYCL_ALLOW_UNSAFE_WEIGHTS_FILE=1 opt-in
 
     def record(self) -> dict[str, Any]:
         """What the fine-tuning run records about the file (log, json, checkpoints)."""
-        meta = json.loads(json.dumps(self.meta, default=str))  # plain JSON types (numpy scalars -> str)
+        meta = json.loads(json.dumps(self.meta, default=str))  # plain JSON types (an older file's numpy values)
         return {"path": self.path, "source": self.source, "sha256": self.sha256,
-                "strategy": meta.get("strategy"), "pretraining_epochs": meta.get("epochs"), "pretraining": meta}
+                "strategy": meta.get("strategy"), "pretraining_epochs": meta.get("epochs"),
+                "unsafe_load_opt_in": f"{UNSAFE_LOAD_VARIABLE}=1" if self.unsafe_load else None, "pretraining": meta}
+
+
+def fine_tuning_target(ctx: PlansContext, fold: Fold, strategy: str) -> PretrainingTarget:
+    """The target of a fine-tuning of ``ctx``'s dataset, plans and configuration on ``fold`` from ``strategy``'s
+    weights: the fold's current validation cases (nnU-Net's split file) and the plans' fingerprints."""
+    _, val = training_cases(ctx, fold, write_missing=False)
+    return PretrainingTarget(ctx.dataset_name, ctx.plans_identifier, ctx.configuration, fold, strategy,
+                             plans_fingerprint(ctx.plans, ctx.configuration), tuple(val),
+                             dataset_fingerprint_sha256(ctx.preprocessed_folder))
+
+
+def checked_weights(path: str, source: str, target: PretrainingTarget,
+                    ctx: PlansContext) -> tuple[PretrainedWeights, dict[str, Any]]:
+    """Read the weights file at ``path`` and run every check against ``target`` and ``ctx``'s network (the foreign
+    opt-in read from :data:`ALLOW_FOREIGN_VARIABLE`); returns the file and the record of the provenance checks.
+
+    Raises:
+        PolyCLUserError: the first failing check (see the module docstring), one line naming the file.
+    """
+    weights = read_pretrained_weights(path, source)
+    check_pretraining_settings(weights, target)
+    checks = check_provenance(weights, target, os.environ.get(ALLOW_FOREIGN_VARIABLE) == "1")
+    encoder_weights(weights, build_plans_network(ctx))  # every encoder tensor fits, or a PolyCLUserError
+    return weights, checks
 
 
 def locate_pretrained_weights(target: PretrainingTarget) -> tuple[str, str]:
@@ -98,15 +133,16 @@ def locate_pretrained_weights(target: PretrainingTarget) -> tuple[str, str]:
 
 
 def read_pretrained_weights(path: str, source: str = DEFAULT_SOURCE) -> PretrainedWeights:
-    """Load a ``pretrained_weights.pth`` on the CPU and check its structure.
-
-    Like nnU-Net's ``-pretrained_weights``, the file is trusted (full unpickling): only load files you made.
+    """Load a ``pretrained_weights.pth`` on the CPU as data (``weights_only``) and check its structure.
 
     Raises:
-        PolyCLUserError: the file cannot be unpickled, or lacks ``network_weights`` / ``polycl``.
+        PolyCLUserError: the file cannot be read, needs Python objects beyond data (and the unsafe opt-in is not set),
+            or lacks ``network_weights`` / ``polycl``.
     """
     try:
-        content = torch.load(path, map_location="cpu", weights_only=False)
+        content, unsafe = load_data_only(path, "Pre-trained weights file")
+    except PolyCLUserError:
+        raise
     except Exception as e:  # torch raises many types for truncated / foreign files; all mean "unreadable"
         first_line = str(e).splitlines()[0] if str(e) else ""
         raise PolyCLUserError(
@@ -121,7 +157,7 @@ def read_pretrained_weights(path: str, source: str = DEFAULT_SOURCE) -> Pretrain
             f"{path} is not a PolyCL pre-training output: expected a dict with 'network_weights' and 'polycl', found "
             f"{found}. Use the pretrained_weights.pth that polycl_pretrain writes."
         )
-    return PretrainedWeights(path, source, file_sha256(path), content["polycl"], content["network_weights"])
+    return PretrainedWeights(path, source, file_sha256(path), content["polycl"], content["network_weights"], unsafe)
 
 
 def check_pretraining_settings(weights: PretrainedWeights, target: PretrainingTarget) -> None:
@@ -188,8 +224,9 @@ def _foreign(weights: PretrainedWeights, target: PretrainingTarget) -> list[str]
 
 
 def check_provenance(weights: PretrainedWeights, target: PretrainingTarget, allow_foreign: bool) -> dict[str, Any]:
-    """Refuse weights of another dataset or plans (unless ``allow_foreign``) and weights pre-trained on validation
-    cases of the fold; returns the record of what was checked (``unchecked`` lists what an older file lacks).
+    """Refuse weights of another dataset or plans (unless ``allow_foreign``) and, opt-in or not, weights pre-trained on
+    validation cases of the fold; returns the record of what was checked (``unchecked`` lists what an older file
+    lacks).
 
     Raises:
         PolyCLUserError: a one-line message naming the file, the mismatch and the fix.
@@ -202,20 +239,40 @@ def check_provenance(weights: PretrainedWeights, target: PretrainingTarget, allo
             f"The pre-trained weights {weights.path} come from other data than this fine-tuning run: "
             f"{'; '.join(foreign)}. Pre-train on this dataset and plans ({target.pretrain_command()}), or set "
             f"{ALLOW_FOREIGN_VARIABLE}=1 to fine-tune from them on purpose (the opt-in is recorded).")
+    return {"dataset_name": meta.get("dataset_name"), "plans_fingerprint": meta.get("plans_fingerprint"),
+            "foreign_opt_in": foreign or None, "validation_cases_checked": check_no_leak(weights, target),
+            "unchecked": unchecked}
+
+
+def _same_dataset(meta: dict[str, Any], target: PretrainingTarget) -> bool:
+    """The file's cases are cases of this dataset: same name (or none recorded), or a renamed copy of it (same
+    dataset fingerprint)."""
+    same_fingerprint = meta.get("dataset_fingerprint_sha256") is not None \
+        and meta.get("dataset_fingerprint_sha256") == target.dataset_fingerprint_sha256
+    return meta.get("dataset_name") in (None, target.dataset_name) or same_fingerprint
+
+
+def check_no_leak(weights: PretrainedWeights, target: PretrainingTarget) -> bool:
+    """Refuse weights whose pre-training used a case that is a validation case of the fold now; True when the check
+    ran (the file records its cases of this dataset, and the fold has held-out cases), whatever the foreign opt-in.
+
+    Raises:
+        PolyCLUserError: naming the leaked cases; no opt-in allows them.
+    """
+    cases = weights.meta.get("pretraining_cases")
     # fold "all" validates on its training cases by definition: there is no held-out set to leak into
-    held_out = () if target.fold == "all" else target.validation_cases
-    leaked = [] if foreign else sorted(set(meta.get("pretraining_cases") or ()) & set(held_out))
+    if cases is None or target.fold == "all" or not _same_dataset(weights.meta, target):
+        return False
+    leaked = sorted(set(cases) & set(target.validation_cases))
     if leaked:
         shown = ", ".join(leaked[:5]) + (f" and {len(leaked) - 5} more" if len(leaked) > 5 else "")
         raise PolyCLUserError(
             f"The pre-trained weights {weights.path} were pre-trained on {len(leaked)} case(s) that are validation "
             f"cases of fold {target.fold} now ({shown}): splits_final.json changed after pre-training, and "
-            f"validation would measure scans the encoder has seen. Pre-train again for this split "
-            f"({target.pretrain_command()}), or restore the splits_final.json the pre-training used.")
-    return {"dataset_name": meta.get("dataset_name"), "plans_fingerprint": meta.get("plans_fingerprint"),
-            "foreign_opt_in": foreign or None,
-            "validation_cases_checked": "pretraining_cases" not in unchecked and target.fold != "all",
-            "unchecked": unchecked}
+            f"validation would measure scans the encoder has seen (no opt-in allows this, "
+            f"{ALLOW_FOREIGN_VARIABLE} included). Pre-train again for this split ({target.pretrain_command()}), or "
+            f"restore the splits_final.json the pre-training used.")
+    return True
 
 
 def unchecked_warning(weights: PretrainedWeights, checks: dict[str, Any]) -> str | None:

@@ -3,10 +3,12 @@
 Everything else is stock nnU-Net (augmentation, validation, checkpoints, progress.png, prediction). What differs, each
 in one overridden method that calls nnU-Net's:
 
-- ``__init__``: refuses a 3D configuration; for a new run (no checkpoint in the fold folder yet) it finds, reads and
-  checks the pre-trained weights (see :mod:`.pretrained`) *before* nnU-Net creates the fold folder, so a refused file
-  leaves nothing behind; applies the schedule's batch size; on the CPU it honours ``$POLYCL_CPU_THREADS`` (nnU-Net's
-  entry point sets torch's threads to every core, which parallel runs would oversubscribe).
+- ``__init__``: refuses a 3D configuration; for a new run (no checkpoint in the fold folder yet) it finds, reads (as
+  data, ``weights_only``) and checks the pre-trained weights (see :mod:`.pretrained`) *before* nnU-Net creates the
+  fold folder, so a refused file leaves nothing behind; applies the schedule's batch size; on the CPU it honours
+  ``$POLYCL_CPU_THREADS`` (nnU-Net's entry point sets torch's threads to every core, which parallel runs would
+  oversubscribe). A refusal ends ``nnUNetv2_train`` with its one-line message, without a traceback
+  (:func:`report_refusals_in_one_line`).
 - ``initialize``: seeds the run (``_seed<s>``), then, after nnU-Net built the network, loads the checked encoder.
   A run that continues from its own checkpoint (``--c``, ``--val``) loads nothing: its checkpoint carries the weights
   and the record, so the pre-training folder may be gone. Which file was loaded (path, sha256, strategy, provenance
@@ -17,8 +19,9 @@ in one overridden method that calls nnU-Net's:
   schedule's optimiser and decay (:mod:`.schedules`).
 - ``get_dataloaders``: seeded augmentation workers for ``_seed<s>`` variants (:mod:`.seeding`).
 - ``on_train_start``: schedules whose epoch is one pass over the labelled slices set the iterations here.
-- ``save_checkpoint`` / ``load_checkpoint``: add / read back the ``polycl_finetuning`` record; a resumed run rebuilds
-  the optimiser of the stage its checkpoint was written in.
+- ``save_checkpoint`` / ``load_checkpoint``: add (in plain types) / read back the ``polycl_finetuning`` record; a
+  resumed run rebuilds the optimiser of the stage its checkpoint was written in. The checkpoint itself is nnU-Net's
+  format, which nnU-Net reads with full unpickling: like nnU-Net's, only continue checkpoints you made.
 
 Order of weights, last one wins: pre-trained encoder (``initialize``), then ``-pretrained_weights FILE`` (nnU-Net
 applies it after ``initialize``), then the checkpoint of ``--c`` / ``--val``.
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from os.path import isfile, join
 from typing import Any
 
@@ -37,7 +41,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from nnunet_polycl.checkpoint import atomic_torch_save, atomic_write_json, seed_everything
+from nnunet_polycl.checkpoint import UNSAFE_LOAD_VARIABLE, atomic_torch_save, atomic_write_json, plain, seed_everything
 from nnunet_polycl.environment import temporary_environment
 from nnunet_polycl.finetuning.adaptation import Stage, stage_at, stage_lr, stage_plan
 from nnunet_polycl.finetuning.labelled_subset import SUBSET_FILE, SUBSET_SEED, choose_labelled_cases, subset_record
@@ -46,20 +50,15 @@ from nnunet_polycl.finetuning.pretrained import (
     ALLOW_FOREIGN_VARIABLE,
     OVERRIDE_VARIABLE,
     PretrainedWeights,
-    PretrainingTarget,
-    check_pretraining_settings,
-    check_provenance,
-    encoder_weights,
+    checked_weights,
+    fine_tuning_target,
     load_pretrained_encoder,
     locate_pretrained_weights,
-    read_pretrained_weights,
     unchecked_warning,
 )
 from nnunet_polycl.finetuning.seeding import seeded_augmenter
-from nnunet_polycl.network import build_plans_network, encoder_of, load_plans_context, unwrap
+from nnunet_polycl.network import encoder_of, load_plans_context, unwrap
 from nnunet_polycl.paths import DEFAULT_STRATEGY, PolyCLUserError
-from nnunet_polycl.provenance import plans_fingerprint
-from nnunet_polycl.splits import training_cases
 
 RECORD_FILE = "polycl_finetuning.json"
 CHECKPOINT_KEY = "polycl_finetuning"
@@ -87,6 +86,27 @@ def fold_folder(plans: dict, configuration: str, fold, trainer_name: str) -> str
         return None
     return join(results, plans["dataset_name"], f"{trainer_name}__{plans['plans_name']}__{configuration}",
                 f"fold_{fold}")
+
+
+def report_refusals_in_one_line() -> None:
+    """Make an uncaught :class:`PolyCLUserError` end the process with its one-line message (``<program>: error:
+    <message>`` on stderr, exit status 1) instead of a traceback; every other exception keeps the previous hook.
+
+    The trainer's refusals are raised inside ``nnUNetv2_train``, whose entry point has no handler: without this hook
+    Python prints nnU-Net's call stack above the message. Installed once, by the first PolyCL trainer created.
+    """
+    previous = sys.excepthook
+    if getattr(previous, "polycl_one_line", False):
+        return
+
+    def hook(kind, value, traceback) -> None:
+        if issubclass(kind, PolyCLUserError):
+            print(f"{os.path.basename(sys.argv[0]) or 'python'}: error: {value}", file=sys.stderr, flush=True)
+        else:
+            previous(kind, value, traceback)
+
+    hook.polycl_one_line = True
+    sys.excepthook = hook
 
 
 def describe_record(record: dict[str, Any]) -> str:
@@ -125,6 +145,7 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = DEFAULT_DEVICE):
+        report_refusals_in_one_line()
         name = type(self).__name__
         require_2d_configuration(plans, configuration, name)
         folder = fold_folder(plans, configuration, fold, name)
@@ -153,14 +174,8 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
         if self.polycl_strategy is None:
             return None
         ctx = load_plans_context(plans["dataset_name"], plans["plans_name"], configuration)
-        _, val = training_cases(ctx, fold, write_missing=False)
-        target = PretrainingTarget(plans["dataset_name"], plans["plans_name"], configuration, fold,
-                                   self.polycl_strategy, plans_fingerprint(plans, configuration), tuple(val))
-        weights = read_pretrained_weights(*locate_pretrained_weights(target))
-        check_pretraining_settings(weights, target)
-        checks = check_provenance(weights, target, os.environ.get(ALLOW_FOREIGN_VARIABLE) == "1")
-        encoder_weights(weights, build_plans_network(ctx))  # every encoder tensor fits, or a PolyCLUserError
-        return weights, checks
+        target = fine_tuning_target(ctx, fold, self.polycl_strategy)
+        return checked_weights(*locate_pretrained_weights(target), target, ctx)
 
     def initialize(self) -> None:
         if self.polycl_seed is not None:
@@ -193,6 +208,9 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
         warning = unchecked_warning(weights, checks)
         if warning:
             self.print_to_log_file(warning)
+        if weights.unsafe_load:
+            self.print_to_log_file(f"WARNING: {UNSAFE_LOAD_VARIABLE}=1: {weights.path} was read with full unpickling "
+                                   f"(it holds more than tensors and plain values); recorded in {RECORD_FILE}.")
         if checks["foreign_opt_in"]:
             self.print_to_log_file(f"WARNING: {ALLOW_FOREIGN_VARIABLE}=1: fine-tuning from weights of other data: "
                                    + "; ".join(checks["foreign_opt_in"]))
@@ -314,15 +332,15 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
         super().save_checkpoint(filename)
         if self.local_rank != 0 or self.disable_checkpointing or self.polycl_record is None:
             return
-        checkpoint = torch.load(filename, weights_only=False)  # just written by nnU-Net: trusted
-        checkpoint[CHECKPOINT_KEY] = self.polycl_record
+        checkpoint = torch.load(filename, weights_only=False)  # nnU-Net's own checkpoint, just written by it
+        checkpoint[CHECKPOINT_KEY] = plain(self.polycl_record)
         atomic_torch_save(checkpoint, filename)
 
     def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
         """nnU-Net's, after rebuilding the optimiser of the stage the checkpoint was written in; the run keeps the
         record of the weights it started from (kept in its checkpoint), without needing the pre-training file."""
         checkpoint = filename_or_checkpoint if isinstance(filename_or_checkpoint, dict) else \
-            torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False)
+            torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False)  # nnU-Net's own format
         self._polycl_resuming = True
         if not self.was_initialized:
             self.initialize()

@@ -30,21 +30,29 @@ Ranges = list[tuple[int, int]]
 COLUMNS = ("case", "first", "last")
 
 
+def _csv_rows(path: str) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        names = [n.strip().lower() for n in reader.fieldnames or []]
+        if not set(COLUMNS) <= set(names):
+            raise PolyCLUserError(f"--organ-slices file {path} needs the columns {', '.join(COLUMNS)} in its first "
+                                  f"line; it has {names}.")
+        return [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+
+
 def _rows(path: str) -> list[dict]:
     if not isfile(path):
         raise PolyCLUserError(f"--organ-slices file {path} does not exist.")
     lower = path.lower()
     if lower.endswith(".csv"):
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            names = [n.strip().lower() for n in reader.fieldnames or []]
-            if not set(COLUMNS) <= set(names):
-                raise PolyCLUserError(f"--organ-slices file {path} needs the columns {', '.join(COLUMNS)} in its first "
-                                      f"line; it has {names}.")
-            return [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+        try:
+            return _csv_rows(path)
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise PolyCLUserError(f"--organ-slices file {path} is not a text CSV file ({e}). Give a UTF-8 CSV with "
+                                  f"the columns {', '.join(COLUMNS)}.") from None
     if lower.endswith(".json"):
         try:
-            with open(path) as f:
+            with open(path, encoding="utf-8") as f:
                 rows = json.load(f)
         except ValueError as e:
             raise PolyCLUserError(f"--organ-slices file {path} is not valid JSON: {e}.") from None

@@ -172,6 +172,20 @@ def test_bad_input_gives_a_clear_error_without_traceback(folders, capsys, proble
     assert all(word in err for word in expected), err
 
 
+@pytest.mark.parametrize("inside", [False, True])
+def test_an_output_folder_that_is_a_file_is_one_line(folders, capsys, inside):
+    existing = folders["out"].parent / "results.txt"
+    existing.write_text("keep me")
+    output = existing / "sub" if inside else existing
+    code, err = polycl_evaluate_in_process(folders, capsys, "-o", str(output))
+    assert code == 1 and "Traceback" not in err
+    assert err.strip().splitlines() == [f"polycl_evaluate: error: The output folder {output} "
+                                        f"{'lies inside the file ' + str(existing) if inside else 'is a file'}, not a "
+                                        f"folder: the summaries (summary.json, summary.csv, summary.md) are written "
+                                        f"into a folder. Choose another -o."]
+    assert existing.read_text() == "keep me"
+
+
 def test_existing_summaries_are_kept_unless_overwrite(folders):
     first = evaluate_folders(str(folders["ref"]), str(folders["pred"]), str(folders["dj"]), str(folders["out"]),
                              num_processes=1, progress=False)

@@ -1,7 +1,8 @@
 """Fixtures of the fine-tuning tests: pre-training outputs in the polycl_pretrain file format, in-process trainers.
 
 ``write_pretraining`` writes ``pretrained_weights.pth`` as ``polycl_pretrain`` does (full network state from the
-dataset's plans with an encoder inside, plus the ``polycl`` metadata) from a randomly initialised encoder: a legitimate
+dataset's plans with an encoder inside, plus the ``polycl`` metadata, saved data-only by the same helper) from a
+randomly initialised encoder: a legitimate
 instance of the file format for tests that need many variants of it quickly. The end-to-end test runs the real
 ``polycl_pretrain``.
 """
@@ -28,6 +29,7 @@ def write_pretraining(demo_name):
 
     With ``provenance`` the file records it as ``polycl_pretrain`` does (pre-trained on the fold's training cases);
     without, it is a file of an older version."""
+    from nnunet_polycl.checkpoint import save_data_only
     from nnunet_polycl.network import build_plans_network, full_network_state_with_encoder, load_plans_context
     from nnunet_polycl.paths import PRETRAINED_WEIGHTS_FILE, default_pretraining_folder
     from nnunet_polycl.provenance import pretraining_provenance
@@ -45,8 +47,8 @@ def write_pretraining(demo_name):
         path.parent.mkdir(parents=True, exist_ok=True)
         polycl = {"strategy": strategy, "epochs": 3, "dataset_name": demo_name, "plans_identifier": "nnUNetPlans",
                   "configuration": "2d", "fold": fold, **origin, **meta}
-        torch.save({"network_weights": full_network_state_with_encoder(ctx, encoder.state_dict()),
-                    "polycl": polycl}, path)
+        save_data_only({"network_weights": full_network_state_with_encoder(ctx, encoder.state_dict()),
+                        "polycl": polycl}, path)
         return path
 
     return write

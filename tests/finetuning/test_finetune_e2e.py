@@ -61,7 +61,7 @@ def test_pretrain_finetune_predict(demo_env, demo_in_process, make_trainer, tmp_
     # the real polycl_pretrain file: at the start of fine-tuning the encoder is exactly the pre-trained one
     trainer = make_trainer(TRAINER)
     trainer.initialize()
-    pretrained = torch.load(weights_file, weights_only=False)["network_weights"]
+    pretrained = torch.load(weights_file, weights_only=True)["network_weights"]
     assert same_tensors(encoder_tensors(network_state(trainer)), encoder_tensors(pretrained))
 
     # the checkpoint carries weights and record: --val works after the pre-training folder is gone
@@ -76,5 +76,9 @@ def test_pretrain_finetune_predict(demo_env, demo_in_process, make_trainer, tmp_
 def test_nnunetv2_train_without_pretraining_stops_with_the_command_to_run(demo_env):
     proc = run_cli(["nnUNetv2_train", str(DEMO_ID), "2d", "0", "-tr", "nnUNetTrainerPolyCL_smoke", "-device", "cpu"],
                    demo_env, check=False)
-    assert proc.returncode != 0
+    assert proc.returncode == 1
     assert f"polycl_pretrain -d Dataset{DEMO_ID}_" in proc.stderr and "-p nnUNetPlans -c 2d -f 0 -s O" in proc.stderr
+    # the refusal is one line at the end, without nnU-Net's call stack above it
+    assert "Traceback" not in proc.stderr, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("nnUNetv2_train: error: No PolyCL pre-trained weights found at ") and "-s O" in last

@@ -28,7 +28,7 @@ def refused(make_trainer, demo_in_process, name: str = TRAINER) -> str:
 
 
 def edit_meta(path: Path, **changes) -> None:
-    content = torch.load(path, weights_only=False)
+    content = torch.load(path, weights_only=True)
     content["polycl"].update(changes)
     for key in [k for k, v in changes.items() if v is None]:
         del content["polycl"][key]
@@ -114,7 +114,7 @@ def test_an_older_file_without_provenance_loads_with_a_warning(write_pretraining
 
 def test_weights_that_do_not_fit_the_network_list_the_mismatches(write_pretraining, make_trainer, demo_in_process):
     path = write_pretraining()
-    content = torch.load(path, weights_only=False)
+    content = torch.load(path, weights_only=True)
     weights = content["network_weights"]
     first, second = [k for k in weights if k.startswith("encoder.stages.")][:2]
     weights[first] = torch.zeros(3, 3)

@@ -28,7 +28,7 @@ def initialized(make_trainer, name: str, seed: int = 100):
 
 def test_encoder_equals_the_pretrained_one_and_decoder_is_nnunets_fresh_init(write_pretraining, make_trainer):
     path = write_pretraining(seed=1)
-    weights = torch.load(path, weights_only=False)["network_weights"]
+    weights = torch.load(path, weights_only=True)["network_weights"]
     polycl = network_state(initialized(make_trainer, "nnUNetTrainerPolyCL_smoke", seed=7))
     stock = network_state(initialized(make_trainer, "nnUNetTrainer", seed=7))
 
@@ -119,7 +119,7 @@ def test_pretrained_weights_flag_is_applied_after_initialize_and_wins(write_pret
 
     write_pretraining(seed=1)
     other = write_pretraining(seed=2, path=tmp_path / "elsewhere" / "pretrained_weights.pth")
-    weights = torch.load(other, weights_only=False)["network_weights"]
+    weights = torch.load(other, weights_only=True)["network_weights"]
     for name in ("nnUNetTrainer", "nnUNetTrainerPolyCL_smoke"):  # stock trainer: nnU-Net loads our file
         trainer = make_trainer(name)
         maybe_load_checkpoint(trainer, continue_training=False, validation_only=False,
@@ -133,7 +133,7 @@ def test_override_variable_selects_and_records_another_file(write_pretraining, m
     other = write_pretraining(strategy="M", seed=3, path=tmp_path / "moved" / "pretrained_weights.pth")
     monkeypatch.setenv(OVERRIDE_VARIABLE, str(other))
     trainer = initialized(make_trainer, "nnUNetTrainerPolyCL_M_smoke")
-    weights = torch.load(other, weights_only=False)["network_weights"]
+    weights = torch.load(other, weights_only=True)["network_weights"]
     assert same_tensors(encoder_tensors(network_state(trainer)), encoder_tensors(weights))
     record = json.loads((Path(trainer.output_folder) / RECORD_FILE).read_text())["pretrained_weights"]
     assert record["source"] == OVERRIDE_VARIABLE and record["path"] == str(other)

@@ -14,7 +14,7 @@ def test_resumed_run_continues_from_the_checkpoint_not_from_the_pretrained_encod
     from nnunetv2.run.run_training import maybe_load_checkpoint
 
     weights_file = write_pretraining(seed=1)
-    pretrained = encoder_tensors(torch.load(weights_file, weights_only=False)["network_weights"])
+    pretrained = encoder_tensors(torch.load(weights_file, weights_only=True)["network_weights"])
     first = make_trainer("nnUNetTrainerPolyCL_smoke")
     first.num_epochs = 1  # a run stopped after its first epoch
     first.num_iterations_per_epoch = first.num_val_iterations_per_epoch = 1  # keep the test short

@@ -64,7 +64,7 @@ def test_outputs_logs_and_config(o_run, small_demo_root):
     repro = config["reproducibility"]  # what a seed's bits depend on beyond the settings
     assert repro["torch_threads"] >= 1 and repro["device"] == "cpu" and repro["deterministic_algorithms"] is False
 
-    ckpt = torch.load(folder / "checkpoint_final.pth", weights_only=False)
+    ckpt = torch.load(folder / "checkpoint_final.pth", weights_only=True)
     assert ckpt["epoch"] == 2
     assert all(len(values) == 2 and all(math.isfinite(v) for v in values) for values in ckpt["history"].values())
     assert all(0 <= a <= 1 for a in ckpt["history"]["accuracy"])
@@ -90,7 +90,7 @@ def test_weights_load_into_stock_nnunet(o_run, small_demo_root, monkeypatch):
     load_pretrained_weights(net, str(folder / "pretrained_weights.pth"))
 
     trained = {k[len("encoder."):]: v for k, v in
-               torch.load(folder / "checkpoint_final.pth", weights_only=False)["model"].items()
+               torch.load(folder / "checkpoint_final.pth", weights_only=True)["model"].items()
                if k.startswith("encoder.")}
     loaded = net.state_dict()
     assert trained and set(trained) == set(net.encoder.state_dict())
@@ -98,7 +98,7 @@ def test_weights_load_into_stock_nnunet(o_run, small_demo_root, monkeypatch):
         assert torch.equal(loaded[f"encoder.{key}"], value), key
         assert torch.equal(loaded[f"decoder.encoder.{key}"], value), key
     assert any(not torch.equal(fresh[f"encoder.{k}"], v) for k, v in trained.items()), "pre-training changed nothing"
-    saved = torch.load(folder / "pretrained_weights.pth", weights_only=False)
+    saved = torch.load(folder / "pretrained_weights.pth", weights_only=True)
     for key, value in trained.items():  # the file itself holds both aliases with the same tensors
         assert torch.equal(saved["network_weights"][f"decoder.encoder.{key}"], value), key
     expected = {"strategy": "O", "epochs": 2, "dataset_name": SMALL_NAME, "plans_identifier": "nnUNetPlans",
@@ -124,7 +124,7 @@ def test_continue_adds_epochs_then_reports_finished(o_run, tmp_path, monkeypatch
         monkeypatch.setenv(key, env[key])
     copy = tmp_path / "run"
     shutil.copytree(folder, copy)
-    before = torch.load(copy / "checkpoint_final.pth", weights_only=False)["history"]
+    before = torch.load(copy / "checkpoint_final.pth", weights_only=True)["history"]
     settings = dict(fold="all", strategy="O", device="cpu", batch_size=11, num_workers=1, output_folder=str(copy),
                     continue_training=True)
 
@@ -132,7 +132,7 @@ def test_continue_adds_epochs_then_reports_finished(o_run, tmp_path, monkeypatch
     out = capsys.readouterr().out
     assert f"Continuing from {copy / 'checkpoint_latest.pth'} after epoch 2." in out
     assert [int(m[1]) for m in EPOCH_LINE.finditer(out)] == [3]
-    after = torch.load(copy / "checkpoint_final.pth", weights_only=False)
+    after = torch.load(copy / "checkpoint_final.pth", weights_only=True)
     assert after["epoch"] == 3
     for key, values in before.items():
         assert after["history"][key][:2] == values and len(after["history"][key]) == 3

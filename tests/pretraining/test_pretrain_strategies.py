@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 
 
 def finished_history(folder: Path) -> dict:
-    ckpt = torch.load(folder / "checkpoint_final.pth", weights_only=False)
+    ckpt = torch.load(folder / "checkpoint_final.pth", weights_only=True)
     assert ckpt["epoch"] == 1 and (folder / "pretrained_weights.pth").is_file()
     assert all(len(v) == 1 and math.isfinite(v[0]) for v in ckpt["history"].values()), ckpt["history"]
     return ckpt["history"]

@@ -10,7 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nnunet_polycl.checkpoint import atomic_torch_save, capture_rng_state, load_checkpoint, restore_rng_state
+from nnunet_polycl.checkpoint import (
+    UNSAFE_LOAD_VARIABLE,
+    atomic_torch_save,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+)
 from nnunet_polycl.losses import NTXentLoss
 from nnunet_polycl.paths import PolyCLUserError
 from tests.pretraining.conftest import SMALL_NAME
@@ -65,11 +71,63 @@ def test_unreadable_checkpoint_names_the_file(tmp_path, content):
     assert str(path) in str(error.value)
 
 
-def test_rng_state_round_trip():
-    state = capture_rng_state()
+def test_rng_state_round_trip_through_a_data_only_file(tmp_path):
+    atomic_torch_save({"rng": capture_rng_state()}, str(tmp_path / "rng.pth"))
     first = (random.random(), np.random.rand(), torch.rand(1).item())
-    restore_rng_state(pickle.loads(pickle.dumps(state)))
+    restore_rng_state(torch.load(tmp_path / "rng.pth", weights_only=True)["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+
+
+def _step(state) -> None:
+    state.optimizer.zero_grad()
+    state.model(torch.randn(4, 3)).square().sum().backward()
+    state.optimizer.step()
+    state.scheduler.step()
+
+
+def _trained_state(seed: int):
+    from nnunet_polycl.pretraining.loop import new_state
+
+    torch.manual_seed(seed)
+    state = new_state(torch.nn.Linear(3, 2), 1e-2, iterations_per_epoch=2, device=torch.device("cpu"))
+    for _ in range(3 + seed):
+        _step(state)
+    state.epoch, state.history["loss"] = 1, [np.float64(0.5)]
+    return state
+
+
+def test_checkpoints_are_data_and_continue_exactly(tmp_path):
+    from nnunet_polycl.pretraining.loop import checkpoint_dict, restore_state
+    from nnunet_polycl.pretraining.settings import PretrainSettings
+
+    settings = PretrainSettings("D", "nnUNetPlans", "2d", 0, "S", None, (np.int64(1),), 2, 4, 1e-2, 0.25, 2, 1.0, 0,
+                                0, "cpu")
+    path = tmp_path / "checkpoint_latest.pth"
+    state = _trained_state(0)
+    atomic_torch_save(checkpoint_dict(state, settings, {"case_ids": [np.str_("a")]}), str(path))
+    torch.load(path, weights_only=True)  # tensors and plain values only
+    resumed = _trained_state(1)
+    checkpoint = load_checkpoint(str(path))
+    restore_state(resumed, checkpoint)
+    for s in (state, resumed):  # one more step each: the same optimiser state, schedule and random numbers
+        restore_rng_state(checkpoint["rng"])
+        _step(s)
+    assert all(torch.equal(a, b) for a, b in zip(state.model.state_dict().values(),
+                                                 resumed.model.state_dict().values(), strict=True))
+    assert resumed.scheduler.state_dict() == state.scheduler.state_dict()
+
+
+def test_an_older_checkpoint_needs_the_opt_in(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint_latest.pth"
+    torch.save({"epoch": 1, "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
+                                    "torch": torch.get_rng_state()}}, path)  # what older versions wrote
+    with pytest.raises(PolyCLUserError, match=f"holds Python objects .*numpy.*{UNSAFE_LOAD_VARIABLE}=1") as error:
+        load_checkpoint(str(path))
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+    monkeypatch.setenv(UNSAFE_LOAD_VARIABLE, "1")
+    first = (random.random(), np.random.rand())
+    restore_rng_state(load_checkpoint(str(path))["rng"])  # the tuple form of older versions still restores
+    assert (random.random(), np.random.rand()) == first
 
 
 def test_slices_are_center_cropped_or_padded_with_nnunets_values(small_ctx, small_index):

@@ -95,6 +95,17 @@ def test_bad_organ_slices_files_are_refused(tmp_path, text, fragment):
     assert fragment in str(error.value) and str(path) in str(error.value)
 
 
+@pytest.mark.parametrize("name", ["weak.csv", "weak.json"])
+@pytest.mark.parametrize("content", [b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", bytes(range(256))])
+def test_a_binary_organ_slices_file_is_one_line(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(PolyCLUserError) as error:
+        read_organ_slices(str(path), ["scan_1"])
+    message = str(error.value)
+    assert message.startswith(f"--organ-slices file {path} is not ") and "\n" not in message
+
+
 def test_organ_slices_file_kinds(tmp_path):
     with pytest.raises(PolyCLUserError, match="does not exist"):
         read_organ_slices(str(tmp_path / "missing.csv"), ["a"])
