@@ -5,8 +5,9 @@ Layout of an experiment folder::
     experiment.json                         configuration (refuses to mix configurations) and history
     cases/imagesTs/, cases/labelsTs/        links to the evaluated cases' raw images and reference labels
     pretraining/<method>__seed<s>/          polycl_pretrain output (shared by every k and adaptation), with <name>.log and
-                                            <name>.finished.json beside it
-    runs/<method>__<adaptation>__seed<s>__k<k>/
+                                            <name>.finished.json beside it; ``__N<n>`` appended when it used n
+                                            unlabelled scans; O-pseudo: <method>__<adaptation>__seed<s>__k<k>[__N<n>]
+    runs/<method>__<adaptation>__seed<s>__k<k>[__N<n>]/
                                             one run: its own nnUNet_results/, predictions/, evaluation/,
                                             finetune.log, predict.log and finished.json (written last)
     reports/                                Table 1 (markdown, CSV), Fig. 4 (PNG), verdicts, every number (JSON)
@@ -17,7 +18,7 @@ import os
 from dataclasses import dataclass
 from os.path import join
 
-from nnunet_polycl.experiment.presets import K, pretraining_strategy, trainer_name
+from nnunet_polycl.experiment.presets import K, pretraining_strategy, trainer_name, uses_pseudo_labels
 from nnunet_polycl.paths import fold_folder_name, require_nnunet_folder
 
 EXPERIMENT_FILE = "experiment.json"
@@ -34,7 +35,8 @@ class RunSpec:
     """One run of the protocol: pre-train (shared across k) -> fine-tune on k scans -> predict -> evaluate.
 
     ``seed`` fixes the labelled subset and the fine-tuning randomness; ``pretrain_seed`` the pre-training's (the
-    run's seed, or the first seed when the experiment shares one pre-training between seeds).
+    run's seed, or the first seed when the experiment shares one pre-training between seeds). ``unlabelled``: the
+    number of unlabelled scans its pre-training uses (None: the experiment uses none, or nothing is pre-trained).
     """
 
     method: str
@@ -42,39 +44,60 @@ class RunSpec:
     seed: int
     k: K
     pretrain_seed: int
+    unlabelled: int | None = None
 
     @property
     def arm(self) -> str:
         return arm_name(self.method, self.adaptation)
 
     @property
+    def _unlabelled_part(self) -> str:
+        return "" if self.unlabelled is None else f"__N{self.unlabelled}"
+
+    @property
     def name(self) -> str:
-        return f"{self.method}__{self.adaptation}__seed{self.seed}__k{self.k}"
+        return f"{self.method}__{self.adaptation}__seed{self.seed}__k{self.k}{self._unlabelled_part}"
 
     @property
     def pretraining_name(self) -> str | None:
-        """Name of the pre-training this run fine-tunes from (None for the baseline)."""
-        return None if pretraining_strategy(self.method) is None else f"{self.method}__seed{self.pretrain_seed}"
+        """Name of the pre-training this run fine-tunes from (None for the baseline); a pseudo-label pre-training
+        belongs to its seed's baseline run of the same k and adaptation."""
+        if pretraining_strategy(self.method) is None:
+            return None
+        if uses_pseudo_labels(self.method):
+            return f"{self.method}__{self.adaptation}__seed{self.seed}__k{self.k}{self._unlabelled_part}"
+        return f"{self.method}__seed{self.pretrain_seed}{self._unlabelled_part}"
+
+    @property
+    def baseline(self) -> RunSpec:
+        """The baseline run of the same adaptation, seed and k (paired with this run; O-pseudo's pseudo-labels)."""
+        return RunSpec("baseline", self.adaptation, self.seed, self.k, self.seed)
 
     def trainer(self, schedule: str) -> str:
         return trainer_name(self.method, schedule, self.adaptation, self.k, self.seed)
 
     def to_dict(self) -> dict:
         return {"method": self.method, "adaptation": self.adaptation, "arm": self.arm, "seed": self.seed,
-                "k": self.k, "pretrain_seed": self.pretrain_seed}
+                "k": self.k, "pretrain_seed": self.pretrain_seed, "unlabelled": self.unlabelled}
 
 
 def run_grid(methods: tuple[str, ...], adaptations: tuple[str, ...], seeds: tuple[int, ...], ks: tuple[K, ...],
-             shared_pretraining: bool = False) -> list[RunSpec]:
-    """Every run, seed-major so that each seed's pre-trainings are made once and then used for all k."""
-    return [RunSpec(m, a, s, k, seeds[0] if shared_pretraining else s)
+             shared_pretraining: bool = False, unlabelled: int | None = None) -> list[RunSpec]:
+    """Every run, seed-major so that each seed's pre-trainings are made once and then used for all k.
+
+    ``unlabelled``: the number of unlabelled scans every pre-training uses (None: none). A pseudo-label pre-training
+    is never shared between seeds: it depends on the seed's baseline.
+    """
+    return [RunSpec(m, a, s, k, s if uses_pseudo_labels(m) or not shared_pretraining else seeds[0],
+                    None if pretraining_strategy(m) is None else unlabelled)
             for s in seeds for m in methods for a in adaptations for k in ks]
 
 
-def default_experiment_folder(dataset_name: str, preset: str, fold: int | str) -> str:
-    """``$nnUNet_results/<dataset>/PolyCL_experiment__<preset>__fold_<f>``."""
+def default_experiment_folder(dataset_name: str, preset: str, fold: int | str, unlabelled: int | None = None) -> str:
+    """``$nnUNet_results/<dataset>/PolyCL_experiment__<preset>[__N<unlabelled scans>]__fold_<f>``."""
+    count = "" if unlabelled is None else f"__N{unlabelled}"
     return join(require_nnunet_folder("nnUNet_results"), dataset_name,
-                f"PolyCL_experiment__{preset}__{fold_folder_name(fold)}")
+                f"PolyCL_experiment__{preset}{count}__{fold_folder_name(fold)}")
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ def evaluate_run(reference_folder: str, prediction_folder: str, dataset_json: di
 
 def _run_of(record: dict) -> RunSpec:
     return RunSpec(record["method"], record.get("adaptation", "default"), record["seed"], record["k"],
-                   record.get("pretrain_seed", record["seed"]))
+                   record.get("pretrain_seed", record["seed"]), record.get("unlabelled"))
 
 
 def finished_runs(layout: ExperimentLayout) -> list[tuple[dict, list[dict]]]:
