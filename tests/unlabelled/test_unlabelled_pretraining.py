@@ -132,3 +132,18 @@ def test_duplicate_of_a_validation_case_is_left_out_and_of_a_training_case_count
     assert roles["copy_of_train"][0] == f"dataset case {train[0]}" and "used once" in roles["copy_of_train"][1]
     assert roles["same_as_unlabelled"][1] == "another unlabelled scan: used once"
     assert not any(p.name.startswith("copy_of") for p in cache_root(few_env).parent.rglob("*.pkl"))
+
+
+def test_unlabelled_count_uses_the_first_scans_and_keeps_the_others_cached(few_env):
+    from nnunet_polycl.pretraining.session import prepare
+
+    prepare(request(few_env))
+    records = cache_root(few_env) / "records"
+    assert len(list(records.glob("*.json"))) == NUM_UNLABELLED
+    run = prepare(request(few_env, unlabelled_count=2))
+    first_two = sorted(p.name[:-len("_0000.nii.gz")] for p in Path(few_env["unlabelled"]).iterdir())[:2]
+    assert run.unlabelled.record("S")["count"] == 2 and run.unlabelled.record("S")["num_scans"] == 2
+    assert [Path(s["case"]).name for s in run.unlabelled.record("S")["scans"]] == first_two
+    assert run.index.case_ids[-2:] == first_two
+    assert len(list(records.glob("*.json"))) == NUM_UNLABELLED  # a smaller count deletes nothing from the cache
+
