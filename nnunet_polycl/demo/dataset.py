@@ -106,9 +106,8 @@ def _raw_from_environment() -> str:
 def _refuse_existing(dataset_id: int, existing: dict[str, list[str]], unlabelled: int) -> None:
     found = [p for paths in existing.values() for p in paths]
     if found:
-        hint = (f" --unlabelled adds scans to an existing demo dataset only when it was made with the same --seed and "
-                f"--num-scans; {', '.join(existing.get('nnUNet_raw', [])) or 'no raw dataset of this id'} is not "
-                f"one." if unlabelled else "")
+        hint = (" --unlabelled adds scans to an existing demo dataset only when its raw folder holds the demo scans "
+                "of the same --seed and --num-scans." if unlabelled else "")
         raise PolyCLUserError(
             f"Dataset id {dataset_id} is already in use: {', '.join(found)}. Nothing was written.{hint} Choose "
             f"another id with -d, or pass --overwrite to replace the raw dataset folder of id {dataset_id} "

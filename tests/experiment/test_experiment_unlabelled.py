@@ -106,9 +106,9 @@ def unlabelled_demo(nnunet_root, preprocessed_demo, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("unlabelled_demo")
     for sub in ("raw", "results"):
         (root / sub).mkdir()
-    shutil.copytree(preprocessed_demo, root / "preprocessed" / preprocessed_demo.name)
     env = smoke_env(root)
     run_cli(["polycl_demo", "make-dataset", "-d", str(DEMO_ID), "--unlabelled", str(NUM_UNLABELLED)], env)
+    shutil.copytree(preprocessed_demo, root / "preprocessed" / preprocessed_demo.name)
     proc = run_cli(["polycl_experiment", "-d", str(DEMO_ID), "--preset", "unlabelled", "--methods", "baseline", "O",
                     "O-pseudo", "--seeds", "0", "--k", "1", "--unlabelled-count", "2", "--schedule", "smoke",
                     "--pretrain-epochs", "1", "--batch-size", "8", "--jobs", "2", "--no-progress"], env)

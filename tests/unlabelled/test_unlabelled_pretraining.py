@@ -144,6 +144,6 @@ def test_unlabelled_count_uses_the_first_scans_and_keeps_the_others_cached(few_e
     first_two = sorted(p.name[:-len("_0000.nii.gz")] for p in Path(few_env["unlabelled"]).iterdir())[:2]
     assert run.unlabelled.record("S")["count"] == 2 and run.unlabelled.record("S")["num_scans"] == 2
     assert [Path(s["case"]).name for s in run.unlabelled.record("S")["scans"]] == first_two
-    assert run.index.case_ids[-2:] == first_two
+    assert list(run.index.case_ids[-2:]) == first_two
     assert len(list(records.glob("*.json"))) == NUM_UNLABELLED  # a smaller count deletes nothing from the cache
 
