@@ -4,6 +4,13 @@ Pre-training results live inside ``nnUNet_results`` next to nnU-Net's own traini
 that runs never overwrite each other::
 
     $nnUNet_results/DatasetXXX_Name/PolyCL_<strategy>__<plans>__<configuration>/fold_<f>/pretrained_weights.pth
+
+A dataset's unlabelled scans go, by convention, beside ``imagesTr`` in its raw folder, which nnU-Net ignores (it reads
+only dataset.json, imagesTr and labelsTr); ``polycl_demo make-dataset --unlabelled N`` writes them there and
+``polycl_experiment --preset unlabelled`` looks there::
+
+    $nnUNet_raw/DatasetXXX_Name/imagesUnlabelled/CASE_0000.nii.gz        the scans, named as in imagesTs
+    $nnUNet_raw/DatasetXXX_Name/imagesUnlabelled_organ_slices.csv       their weak labels (--organ-slices), if any
 """
 from __future__ import annotations
 
@@ -15,6 +22,8 @@ STRATEGIES = ("S", "O", "M", "simclr")
 DEFAULT_STRATEGY = "O"
 PRETRAINED_WEIGHTS_FILE = "pretrained_weights.pth"
 PRETRAINING_CONFIG_FILE = "config.json"
+RAW_UNLABELLED_FOLDER = "imagesUnlabelled"
+RAW_ORGAN_SLICES_FILE = "imagesUnlabelled_organ_slices.csv"
 
 Fold = Union[int, str]
 
@@ -78,3 +87,8 @@ def preprocessed_dataset_folder(dataset_name: str) -> str:
             f"Run nnUNetv2_plan_and_preprocess -d {dataset_name} -c 2d first."
         )
     return folder
+
+
+def raw_unlabelled_paths(raw_dataset_folder: str) -> tuple[str, str]:
+    """The conventional unlabelled folder of a raw dataset and its ``--organ-slices`` file (see the module doc)."""
+    return join(raw_dataset_folder, RAW_UNLABELLED_FOLDER), join(raw_dataset_folder, RAW_ORGAN_SLICES_FILE)

@@ -91,6 +91,10 @@ def _add_unlabelled_arguments(p: argparse.ArgumentParser) -> None:
                    help="also pre-train on the images in these folders (named as nnU-Net's imagesTs: CASE_0000 plus "
                         "the dataset's file ending, the dataset's channels); preprocessed once with the dataset's "
                         "plans and cached in nnUNet_preprocessed/DatasetXXX/polycl_unlabelled__*")
+    g.add_argument("--unlabelled-count", type=int, default=None, metavar="N",
+                   help="use only the first N unlabelled scans (folders in the order given, cases sorted by "
+                        "identifier), e.g. to measure how the result grows with the number of unlabelled scans "
+                        "(default: all)")
     g.add_argument("--organ-slices", default=None, metavar="FILE",
                    help="O / M: weak labels of unlabelled scans, a CSV or JSON with case, first, last (0-based raw "
                         "slice indices of the organ, inclusive)")
@@ -110,7 +114,7 @@ def _add_unlabelled_arguments(p: argparse.ArgumentParser) -> None:
 def _unlabelled_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"unlabelled": args.unlabelled, "organ_slices": args.organ_slices,
             "organ_status_from": args.organ_status_from, "organ_status_other_dataset": args.organ_status_other_dataset,
-            "min_organ_area": args.min_organ_area, "num_processes": args.np}
+            "min_organ_area": args.min_organ_area, "num_processes": args.np, "unlabelled_count": args.unlabelled_count}
 
 
 def run_pretraining(dataset: str | int, **settings: Any) -> str:

@@ -52,6 +52,7 @@ class PretrainRequest:
     organ_status_other_dataset: bool = False
     min_organ_area: int = DEFAULT_MIN_ORGAN_AREA
     num_processes: int | None = None  # -np; None: nnU-Net's default_num_processes
+    unlabelled_count: int | None = None  # only the first scans of the folders; None: all
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ def unlabelled_options(req: PretrainRequest) -> UnlabelledOptions:
 
     options = UnlabelledOptions(
         tuple(req.unlabelled or ()), req.organ_slices, req.organ_status_from, req.organ_status_other_dataset,
-        req.min_organ_area, default_num_processes if req.num_processes is None else req.num_processes)
+        req.min_organ_area, default_num_processes if req.num_processes is None else req.num_processes,
+        req.unlabelled_count)
     check_options(options, req.strategy)
     return options
 

@@ -6,7 +6,7 @@ import sys
 from os.path import basename
 
 from nnunet_polycl.demo.dataset import DEFAULT_NUM_SCANS, DEMO_DATASET_ID, MIN_NUM_SCANS, DemoDataset, make_demo_dataset
-from nnunet_polycl.paths import PolyCLUserError
+from nnunet_polycl.paths import RAW_ORGAN_SLICES_FILE, RAW_UNLABELLED_FOLDER, PolyCLUserError
 
 
 def _stale_warning(folder: str, new_name: str, what: str, fix: str) -> str:
@@ -15,16 +15,34 @@ def _stale_warning(folder: str, new_name: str, what: str, fix: str) -> str:
     return f"WARNING: {folder} holds {what} of the replaced dataset and is stale; {fix}."
 
 
+def _unlabelled_lines(result: DemoDataset) -> list[str]:
+    if not result.num_unlabelled:
+        return []
+    return [f"Wrote {result.num_unlabelled} unlabelled scans of the same generator (never labelled ones) to "
+            f"{result.unlabelled_folder}",
+            f"Their weak organ labels (first and last slice with the liver) for --organ-slices: "
+            f"{result.organ_slices_file}"]
+
+
 def _report(result: DemoDataset, dataset_id: int) -> str:
     """Human-readable summary of a finished ``make-dataset`` run, ending with the next command."""
     name = basename(result.folder)
-    lines = [f"Wrote {result.num_scans} synthetic CT scans (label 1 = liver) to {result.folder}"]
+    if result.kept_labelled:
+        lines = [f"Kept the {result.num_scans} labelled scans of {result.folder} (same seed and number of scans)"]
+    else:
+        lines = [f"Wrote {result.num_scans} synthetic CT scans (label 1 = liver) to {result.folder}"]
+    lines += _unlabelled_lines(result)
     lines += [f"Replaced the previous raw dataset {old}" for old in result.replaced]
     lines += [_stale_warning(old, name, "preprocessed data", "the next command rewrites it")
               for old in result.stale_preprocessed]
     lines += [_stale_warning(old, name, "results", "it was kept: move or delete it before training on the new data")
               for old in result.stale_results]
-    lines.append(f"Next: nnUNetv2_plan_and_preprocess -d {dataset_id} -c 2d --verify_dataset_integrity")
+    if result.kept_labelled:
+        lines.append(f"Next (once the dataset is preprocessed): polycl_experiment -d {dataset_id} --preset "
+                     f"unlabelled, or polycl_pretrain -d {dataset_id} --unlabelled {result.unlabelled_folder} "
+                     f"--organ-slices {result.organ_slices_file}")
+    else:
+        lines.append(f"Next: nnUNetv2_plan_and_preprocess -d {dataset_id} -c 2d --verify_dataset_integrity")
     return "\n".join(lines)
 
 
@@ -40,9 +58,16 @@ def _add_make_dataset(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same data (default 0)")
     p.add_argument("--raw", default=None, metavar="FOLDER",
                    help="nnU-Net raw folder to write into (default: $nnUNet_raw)")
+    p.add_argument("--unlabelled", type=int, default=0, metavar="N",
+                   help="also write N further scans of the same generator, never labelled ones, as the dataset's "
+                        f"unlabelled folder <raw>/Dataset<ID>_PolyCLDemo/{RAW_UNLABELLED_FOLDER}/ (named as "
+                        f"imagesTs) with their weak organ labels in {RAW_ORGAN_SLICES_FILE} beside it (the CSV "
+                        "polycl_pretrain --organ-slices reads). Added to an existing demo dataset of the same --seed "
+                        "and --num-scans without touching its labelled scans (default: 0)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing raw dataset with this id (default: refuse). Preprocessed data and "
-                        "results of this id are kept and reported as stale")
+                        "results of this id are kept and reported as stale. With --unlabelled on the demo dataset of "
+                        "the same seed and number of scans: replace only its unlabelled scans")
 
 
 def demo_entry(argv: list[str] | None = None) -> None:
@@ -52,7 +77,8 @@ def demo_entry(argv: list[str] | None = None) -> None:
     _add_make_dataset(subparsers)
     args = parser.parse_args(argv)
     try:
-        result = make_demo_dataset(args.dataset_id, args.num_scans, args.seed, args.raw, args.overwrite)
+        result = make_demo_dataset(args.dataset_id, args.num_scans, args.seed, args.raw, args.overwrite,
+                                   args.unlabelled)
     except PolyCLUserError as e:
         print(f"polycl_demo {args.command}: error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -13,9 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter
 
 LIVER_LABEL = 1
+FILE_ENDING = ".nii.gz"  # scans are saved as NIfTI (SimpleITK)
 AIR_HU = -1000.0
 MIN_SLICES, MAX_SLICES = 16, 28
 MIN_INPLANE, MAX_INPLANE = 40, 52
@@ -31,6 +33,14 @@ class SyntheticScan:
     image: np.ndarray
     label: np.ndarray
     spacing: tuple[float, float, float]
+
+    def save(self, image_path: str, label_path: str | None = None) -> None:
+        """Write the image (and the label) as compressed NIfTI; array axis 0 (z) becomes the file's third axis."""
+        for array, path in ((self.image, image_path), (self.label, label_path)):
+            if path is not None:
+                itk = sitk.GetImageFromArray(array)
+                itk.SetSpacing(tuple(reversed(self.spacing)))  # SimpleITK wants x, y, z
+                sitk.WriteImage(itk, path, useCompression=True)
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: tuple[float, ...]) -> np.ndarray:

@@ -11,7 +11,7 @@ from nnunet_polycl.experiment.presets import METHODS, PRESETS, PRETRAINING_SEEDS
 from nnunet_polycl.experiment.process import StoppedBySignal, stop_steps_on_signals
 from nnunet_polycl.experiment.runner import ExperimentRequest, ExperimentResult, run_experiment
 from nnunet_polycl.finetuning.adaptation import ADAPTATIONS
-from nnunet_polycl.paths import PolyCLUserError
+from nnunet_polycl.paths import RAW_ORGAN_SLICES_FILE, RAW_UNLABELLED_FOLDER, PolyCLUserError
 
 
 def _preset_help() -> str:
@@ -22,7 +22,7 @@ def _preset_help() -> str:
                      f"{' '.join(map(str, p.seeds))}; k {' '.join(map(str, p.ks))}; pre-training {s.pretrain_epochs} "
                      f"epochs, batch {s.pretrain_batch_size}, lr {s.pretrain_lr:g}, slice fraction {s.slice_fraction}, "
                      f"{s.pretraining_seeds} pre-training seeds; fine-tuning schedule {s.schedule}; device "
-                     f"{p.device}; {p.jobs} parallel job(s)")
+                     f"{p.device}; {p.jobs} parallel job(s)" + ("; unlabelled scans" if p.unlabelled else ""))
     return ". ".join(lines)
 
 
@@ -79,6 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "pre-training it (e.g. O=$nnUNet_results/.../PolyCL_O__nnUNetPlans__2d/fold_0/"
                         "pretrained_weights.pth); its sha256 is part of the experiment's identity, and the reports "
                         "say that the pre-training's randomness is not sampled")
+    p.add_argument("--unlabelled", default=None, metavar="FOLDER",
+                   help="every pre-training also uses the unlabelled scans in FOLDER (named as nnU-Net's imagesTs; "
+                        "polycl_pretrain --unlabelled). Default: none; preset unlabelled: "
+                        f"$nnUNet_raw/<dataset>/{RAW_UNLABELLED_FOLDER}, as polycl_demo make-dataset --unlabelled N "
+                        "writes it")
+    p.add_argument("--organ-slices", default=None, metavar="FILE",
+                   help="weak organ labels of the unlabelled scans (case,first,last) for O and M; O-pseudo uses "
+                        "pseudo-labels of the same seed's k-scan baseline instead. Default: none; preset unlabelled: "
+                        f"$nnUNet_raw/<dataset>/{RAW_ORGAN_SLICES_FILE} when present")
+    p.add_argument("--unlabelled-count", type=int, default=None, metavar="N",
+                   help="use only the first N unlabelled scans (sorted by name; 0: the labelled scans only), e.g. "
+                        "for a sweep over N, one experiment folder per N (default: all)")
     p.add_argument("--jobs", type=int, default=None,
                    help="runs at a time (each step is a subprocess; default: the preset's)")
     p.add_argument("--num-workers", type=int, default=None,
@@ -138,7 +150,8 @@ def experiment_entry(argv: list[str] | None = None) -> None:
             slice_fraction=args.slice_fraction, schedule=args.schedule, pretraining_seeds=args.pretraining_seeds,
             pair_by=args.pair_by, interval=args.interval, num_workers=args.num_workers, jobs=args.jobs,
             augmentation_workers=args.augmentation_workers, cpu_threads=args.cpu_threads,
-            pretrained=parse_given_weights(args.pretrained),
+            pretrained=parse_given_weights(args.pretrained), unlabelled=args.unlabelled,
+            organ_slices=args.organ_slices, unlabelled_count=args.unlabelled_count,
             force_mix=args.force_mix, progress=not args.no_progress)
         result = run_experiment(request)
     except PolyCLUserError as e:

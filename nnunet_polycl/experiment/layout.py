@@ -4,17 +4,19 @@ Layout of an experiment folder::
 
     experiment.json                         configuration (refuses to mix configurations) and history
     cases/imagesTs/, cases/labelsTs/        links to the evaluated cases' raw images and reference labels
-    pretraining/<method>__seed<s>__<tag>/   polycl_pretrain output (shared by every k and adaptation), with <name>.log and
-                                            <name>.finished.json beside it
-    runs/<method>__<adaptation>__<schedule>__seed<s>__k<k>__<tag>/
+    pretraining/<method>__seed<s>[__N<n>]__<tag>/
+                                            polycl_pretrain output (shared by every k and adaptation), with <name>.log and
+                                            <name>.finished.json beside it; ``__N<n>``: it used n unlabelled scans;
+                                            O-pseudo: <method>__<adaptation>__seed<s>__k<k>[__N<n>]__<tag>
+    runs/<method>__<adaptation>__<schedule>__seed<s>__k<k>[__N<n>]__<tag>/
                                             one run: its own nnUNet_results/, predictions/, evaluation/,
                                             finetune.log, predict.log and finished.json (written last)
     runs/<run name>.interrupted-<time>/     an interrupted fine-tuning, moved aside before the run was redone
+    reports/                                Table 1 (markdown, CSV), Fig. 4 (PNG), verdicts, every number (JSON)
 
 ``<tag>``: the first 8 hex digits of the sha256 of every other setting that defines the run (:func:`run_settings`:
 the experiment's identity without the report statistics, and without the pre-training settings for the baseline), so
 that a run of other settings (``--force-mix``) never reuses a folder made with different ones.
-    reports/                                Table 1 (markdown, CSV), Fig. 4 (PNG), verdicts, every number (JSON)
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import os
 from dataclasses import dataclass
 from os.path import join
 
-from nnunet_polycl.experiment.presets import K, pretraining_strategy, trainer_name
+from nnunet_polycl.experiment.presets import K, pretraining_strategy, trainer_name, uses_pseudo_labels
 from nnunet_polycl.paths import fold_folder_name, require_nnunet_folder
 
 EXPERIMENT_FILE = "experiment.json"
@@ -32,7 +34,8 @@ FINISHED_FILE = "finished.json"
 INTERRUPTED = ".interrupted-"  # runs/<name>.interrupted-<time>: a fine-tuning moved aside to be redone
 STATISTICS_KEYS = ("pair_by", "interval")  # how the reports compare runs, not how runs are made
 PRETRAINING_KEYS = ("pretrain_epochs", "pretrain_batch_size", "pretrain_lr", "slice_fraction", "pretraining_seeds",
-                    "shared_pretraining_seed", "given_pretrained_weights")
+                    "shared_pretraining_seed", "given_pretrained_weights", "unlabelled_folder", "unlabelled_count",
+                    "unlabelled_scans_sha256", "organ_slices_sha256")
 
 
 def run_settings(identity: dict, pretrained: bool) -> dict:
@@ -58,7 +61,9 @@ class RunSpec:
 
     ``seed`` fixes the labelled subset and the fine-tuning randomness; ``pretrain_seed`` the pre-training's (the
     run's seed, or the first seed when the experiment shares one pre-training between seeds); ``tag`` and
-    ``pretraining_tag`` name the other settings of the run and of its pre-training (:func:`settings_tag`).
+    ``pretraining_tag`` name the other settings of the run and of its pre-training (:func:`settings_tag`),
+    ``baseline_tag`` those of the baseline run it is paired with. ``unlabelled``: the number of unlabelled scans its
+    pre-training uses (None: the experiment uses none, or nothing is pre-trained).
     """
 
     method: str
@@ -69,21 +74,38 @@ class RunSpec:
     schedule: str = "default"
     tag: str = ""
     pretraining_tag: str = ""
+    unlabelled: int | None = None
+    baseline_tag: str = ""
 
     @property
     def arm(self) -> str:
         return arm_name(self.method, self.adaptation)
 
     @property
+    def _unlabelled_part(self) -> str:
+        return "" if self.unlabelled is None else f"__N{self.unlabelled}"
+
+    @property
     def name(self) -> str:
-        return f"{self.method}__{self.adaptation}__{self.schedule}__seed{self.seed}__k{self.k}__{self.tag}"
+        return (f"{self.method}__{self.adaptation}__{self.schedule}__seed{self.seed}__k{self.k}"
+                f"{self._unlabelled_part}__{self.tag}")
 
     @property
     def pretraining_name(self) -> str | None:
-        """Name of the pre-training this run fine-tunes from (None for the baseline)."""
+        """Name of the pre-training this run fine-tunes from (None for the baseline); a pseudo-label pre-training
+        belongs to its seed's baseline run of the same k and adaptation."""
         if pretraining_strategy(self.method) is None:
             return None
-        return f"{self.method}__seed{self.pretrain_seed}__{self.pretraining_tag}"
+        if uses_pseudo_labels(self.method):
+            return (f"{self.method}__{self.adaptation}__seed{self.seed}__k{self.k}{self._unlabelled_part}__"
+                    f"{self.pretraining_tag}")
+        return f"{self.method}__seed{self.pretrain_seed}{self._unlabelled_part}__{self.pretraining_tag}"
+
+    @property
+    def baseline(self) -> RunSpec:
+        """The baseline run of the same adaptation, seed and k (paired with this run; O-pseudo's pseudo-labels)."""
+        tag = self.tag if pretraining_strategy(self.method) is None else self.baseline_tag
+        return RunSpec("baseline", self.adaptation, self.seed, self.k, self.seed, self.schedule, tag, "", None, tag)
 
     def trainer(self, schedule: str) -> str:
         return trainer_name(self.method, schedule, self.adaptation, self.k, self.seed)
@@ -91,26 +113,35 @@ class RunSpec:
     def to_dict(self) -> dict:
         return {"method": self.method, "adaptation": self.adaptation, "arm": self.arm, "seed": self.seed,
                 "k": self.k, "pretrain_seed": self.pretrain_seed, "schedule": self.schedule, "tag": self.tag,
-                "pretraining_tag": self.pretraining_tag}
+                "pretraining_tag": self.pretraining_tag, "unlabelled": self.unlabelled,
+                "baseline_tag": self.baseline_tag}
 
 
 def run_grid(methods: tuple[str, ...], adaptations: tuple[str, ...], seeds: tuple[int, ...], ks: tuple[K, ...],
-             shared_pretraining: bool = False, identity: dict | None = None) -> list[RunSpec]:
+             shared_pretraining: bool = False, identity: dict | None = None,
+             unlabelled: int | None = None) -> list[RunSpec]:
     """Every run, seed-major so that each seed's pre-trainings are made once and then used for all k; the runs' names
-    carry the schedule and the tags of ``identity``'s settings (the experiment's, see :func:`run_settings`)."""
+    carry the schedule and the tags of ``identity``'s settings (the experiment's, see :func:`run_settings`).
+
+    ``unlabelled``: the number of unlabelled scans every pre-training uses (None: none). A pseudo-label pre-training
+    is never shared between seeds: it depends on the seed's baseline.
+    """
     identity = identity or {}
     tags = {pretrained: settings_tag(run_settings(identity, pretrained)) for pretrained in (False, True)}
     pretraining_tag = settings_tag({key: identity.get(key) for key in
                                     ("dataset", "fold", "plans", "plans_sha256", "configuration", *PRETRAINING_KEYS)})
-    return [RunSpec(m, a, s, k, seeds[0] if shared_pretraining else s, identity.get("schedule", "default"),
-                    tags[pretraining_strategy(m) is not None], pretraining_tag)
+    return [RunSpec(m, a, s, k, s if uses_pseudo_labels(m) or not shared_pretraining else seeds[0],
+                    identity.get("schedule", "default"), tags[pretraining_strategy(m) is not None], pretraining_tag,
+                    None if pretraining_strategy(m) is None else unlabelled, tags[False])
             for s in seeds for m in methods for a in adaptations for k in ks]
 
 
-def default_experiment_folder(dataset_name: str, preset: str, fold: int | str) -> str:
-    """``$nnUNet_results/<dataset>/PolyCL_experiment__<preset>__fold_<f>``."""
+def default_experiment_folder(dataset_name: str, preset: str, fold: int | str,
+                              unlabelled: int | str | None = None) -> str:
+    """``$nnUNet_results/<dataset>/PolyCL_experiment__<preset>[__N<unlabelled scans, or all>]__fold_<f>``."""
+    count = "" if unlabelled is None else f"__N{unlabelled}"
     return join(require_nnunet_folder("nnUNet_results"), dataset_name,
-                f"PolyCL_experiment__{preset}__{fold_folder_name(fold)}")
+                f"PolyCL_experiment__{preset}{count}__{fold_folder_name(fold)}")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,11 @@ A run (method, adaptation, seed, k) is fine-tuned with the trainer
 ``nnUNetTrainerPolyCL_O_paper_warmup_k3_seed2``) and, except for the baseline, pre-trained by
 ``polycl_pretrain -s <strategy> --seed <seed>``. The seed therefore fixes everything the method does not choose: the
 labelled subset, the pre-training and the fine-tuning randomness.
+
+With unlabelled scans (``--unlabelled``), every pre-training also uses them; O and M take their organ status from
+the weak labels (``--organ-slices``), and ``O-pseudo`` is O whose organ status comes from pseudo-labels of the same
+seed's k-scan baseline (``polycl_pretrain --organ-status-from``): its pre-training is made per seed, k and adaptation,
+after that baseline run, and it is fine-tuned with the O trainer.
 """
 from __future__ import annotations
 
@@ -18,10 +23,11 @@ from nnunet_polycl.paths import PolyCLUserError
 
 K = Union[int, str]  # a label budget: a number of labelled training scans, or "all"
 
-METHODS = ("baseline", "simclr", "S", "O", "M")
+METHODS = ("baseline", "simclr", "S", "O", "O-pseudo", "M")
+PSEUDO_LABEL_METHODS = ("O-pseudo",)  # organ status of the unlabelled scans from the seed's k-scan baseline
 # method -> (trainer name part, polycl_pretrain strategy or None when nothing is pre-trained)
 _METHOD_PARTS = {"baseline": ("_Baseline", None), "simclr": ("_SimCLR", "simclr"), "S": ("_S", "S"),
-                 "O": ("_O", "O"), "M": ("_M", "M")}
+                 "O": ("_O", "O"), "O-pseudo": ("_O", "O"), "M": ("_M", "M")}
 SCHEDULES = ("default", "paper", "demo", "smoke")
 PRETRAINING_SEEDS = ("per-seed", "shared")
 
@@ -69,6 +75,7 @@ class Preset:
     adaptations: tuple[str, ...] = ("default",)
     jobs: int = 1
     description: str = ""
+    unlabelled: bool = False  # needs unlabelled scans (default: the raw dataset's imagesUnlabelled folder)
 
 
 PRESETS = {
@@ -88,8 +95,19 @@ PRESETS = {
     "paper": Preset(
         "paper", ProtocolSettings(pretrain_epochs=100, pretrain_batch_size=20, pretrain_lr=1e-4, slice_fraction=0.3,
                                   schedule="paper", augmentation_workers=8),
-        methods=METHODS, seeds=tuple(range(10)), ks=("all", *range(1, 10)), device="cuda", num_workers=4, jobs=1,
-        description="the paper: 10 seeds, 100 + 100 epochs, k = 1..9 and all; for a GPU"),
+        methods=("baseline", "simclr", "S", "O", "M"), seeds=tuple(range(10)), ks=("all", *range(1, 10)),
+        device="cuda", num_workers=4, jobs=1, description="the paper: 10 seeds, 100 + 100 epochs, k = 1..9 and all; "
+                                                          "for a GPU"),
+    # CPU-sized; the lead sizes the schedule (these settings are the one place to change it). The N sweep: the same
+    # command with --unlabelled-count 0 / 50 ... --k 1 (one experiment folder per N).
+    "unlabelled": Preset(
+        "unlabelled", ProtocolSettings(pretrain_epochs=3, pretrain_batch_size=16, pretrain_lr=1e-3,
+                                       slice_fraction=1.0, schedule="demo"),
+        methods=("baseline", "S", "O", "O-pseudo"), seeds=tuple(range(5)), ks=(1, 2, 4), device="cpu",
+        num_workers=0, jobs=2, unlabelled=True,
+        description="CPU, few labels and many unlabelled scans: per seed, pre-training on the fold's training scans "
+                    "plus the unlabelled scans (S; O with the weak labels; O-pseudo with the seed's k-scan "
+                    "baseline's pseudo-labels) against the baseline"),
 }
 
 
@@ -152,6 +170,11 @@ def parse_k(value: str | int) -> K:
     if k < 1:
         raise PolyCLUserError(f"Invalid label budget k={value!r}: use 'all' or a number of labelled scans >= 1.")
     return k
+
+
+def uses_pseudo_labels(method: str) -> bool:
+    """Whether the method's pre-training takes the organ status of unlabelled scans from the seed's baseline."""
+    return method in PSEUDO_LABEL_METHODS
 
 
 def pretraining_strategy(method: str) -> str | None:

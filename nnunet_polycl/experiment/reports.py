@@ -44,7 +44,8 @@ def evaluate_run(reference_folder: str, prediction_folder: str, dataset_json: di
 def _run_of(record: dict) -> RunSpec:
     return RunSpec(record["method"], record.get("adaptation", "default"), record["seed"], record["k"],
                    record.get("pretrain_seed", record["seed"]), record.get("schedule", "default"),
-                   record.get("tag", ""), record.get("pretraining_tag", ""))
+                   record.get("tag", ""), record.get("pretraining_tag", ""), record.get("unlabelled"),
+                   record.get("baseline_tag", ""))
 
 
 def finished_runs(layout: ExperimentLayout) -> list[tuple[dict, list[dict]]]:

@@ -1,10 +1,12 @@
 """``run_experiment``: the paper's protocol (methods x adaptations x seeds x label budgets k) on one dataset and fold.
 
 Each run pre-trains (once per method and pre-training seed, shared by every k and adaptation; nothing for the
-baseline), fine-tunes with the run's trainer, predicts the evaluated cases and evaluates them. ``jobs`` runs go on in
-parallel (each step is a subprocess): first every pre-training and the baseline runs, then the runs that fine-tune a
-pre-trained encoder, so that no two jobs ever write the same pre-training. Finished runs are skipped on the next
-call; the reports are rewritten after every finished run.
+baseline; O-pseudo once per seed, k and adaptation), fine-tunes with the run's trainer, predicts the evaluated cases
+and evaluates them. ``jobs`` runs go on in parallel (each step is a subprocess): first the baseline runs and every
+pre-training that needs no baseline, then the pre-trainings on a baseline's pseudo-labels, then the runs that
+fine-tune an encoder pre-trained before, so that no two jobs ever write the same pre-training. Unlabelled scans
+(``--unlabelled``, see :mod:`.unlabelled`) are preprocessed once before the runs. Finished runs are skipped on the
+next call; the reports are rewritten after every finished run.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from nnunet_polycl.experiment.presets import (
     override_settings,
     parse_k,
     pretraining_strategy,
+    uses_pseudo_labels,
 )
 from nnunet_polycl.experiment.progress import ExperimentProgress
 from nnunet_polycl.experiment.reports import evaluate_run, write_reports
@@ -49,6 +52,7 @@ from nnunet_polycl.experiment.steps import (
     predict,
     pretrain,
 )
+from nnunet_polycl.experiment.unlabelled import ExperimentUnlabelled, check_experiment_unlabelled
 from nnunet_polycl.finetuning.labelled_subset import SUBSET_FILE
 from nnunet_polycl.finetuning.pretrained import checked_weights, fine_tuning_target
 from nnunet_polycl.folder_lock import FolderLock
@@ -87,6 +91,9 @@ class ExperimentRequest:
     cpu_threads: int | None = None
     jobs: int | None = None
     pretrained: dict[str, str] | None = None  # method -> an existing pretrained_weights.pth, used for every seed
+    unlabelled: str | None = None  # folder of unlabelled scans for every pre-training (preset unlabelled: the raw's)
+    organ_slices: str | None = None  # their weak labels, for O and M
+    unlabelled_count: int | None = None  # only the first N scans of the folder (None: all; 0: none)
     force_mix: bool = False
     progress: bool = True
 
@@ -135,16 +142,18 @@ def check_trainers(names: list[str]) -> None:
 
 
 def _identity(plans_ctx: PlansContext, fold: int | str, settings: ProtocolSettings, cases: EvaluationCases,
-              given: dict[str, str], shared_pretraining_seed: int | None) -> dict:
+              given: dict[str, str], shared_pretraining_seed: int | None,
+              unlabelled: ExperimentUnlabelled | None) -> dict:
     """The settings that define an experiment's numbers (a changed plans file counts: re-planning changes them).
 
     ``shared_pretraining_seed``: the seed of the one pre-training that serves every seed (``--pretraining-seeds
     shared``), so that a later call with another first seed cannot fine-tune from another encoder unnoticed.
+    ``unlabelled``: the unlabelled scans every pre-training uses (folder, count, their checksums, the weak labels).
     """
     plans_sha256 = file_sha256(join(plans_ctx.preprocessed_folder, plans_ctx.plans_identifier + ".json"))
     identity = {"dataset": plans_ctx.dataset_name, "fold": fold, "plans": plans_ctx.plans_identifier,
                 "plans_sha256": plans_sha256, "configuration": CONFIGURATION, "evaluated_cases": list(cases.cases),
-                **settings.to_dict()}
+                **settings.to_dict(), **({} if unlabelled is None else unlabelled.identity())}
     if given:
         identity["given_pretrained_weights"] = {m: file_sha256(path) for m, path in sorted(given.items())}
     elif shared_pretraining_seed is not None:
@@ -203,11 +212,14 @@ def prepare(req: ExperimentRequest) -> tuple[StepContext, list[RunSpec], Evaluat
     plans_ctx = load_plans_context(dataset_name, req.plans_identifier, CONFIGURATION)
     cases = select_cases(plans_ctx, fold, req.test_cases)
     _check_budgets(ks, cases, fold)
+    unlabelled = check_experiment_unlabelled(req.unlabelled, req.organ_slices, req.unlabelled_count, preset, methods,
+                                             settings, plans_ctx, fold, str(req.dataset))
+    count = None if unlabelled is None else unlabelled.count
     shared = settings.pretraining_seeds == "shared" or bool(req.pretrained)
     layout = ExperimentLayout(experiment_folder(req))
     given = check_given_weights(req.pretrained or {}, methods, plans_ctx, fold)
-    identity = _identity(plans_ctx, fold, settings, cases, given, seeds[0] if shared else None)
-    runs = run_grid(methods, adaptations, seeds, ks, shared, as_json(identity))
+    identity = _identity(plans_ctx, fold, settings, cases, given, seeds[0] if shared else None, unlabelled)
+    runs = run_grid(methods, adaptations, seeds, ks, shared, as_json(identity), count)
     forced = check_experiment(layout.experiment_file, identity, req.force_mix)
     check_trainers([r.trainer(settings.schedule) for r in runs])
     os.makedirs(layout.root, exist_ok=True)
@@ -217,13 +229,15 @@ def prepare(req: ExperimentRequest) -> tuple[StepContext, list[RunSpec], Evaluat
     progress = ExperimentProgress(len(runs), req.progress)
     for difference in forced:
         progress.message(f"WARNING (--force-mix): {difference}")
+    for warning in [] if unlabelled is None else unlabelled.warnings:
+        progress.message(f"WARNING: {warning}")
     if fold == "all" and not req.test_cases:
         progress.message("WARNING: with -f all the 'validation' cases are the training cases; the numbers measure "
                          "fit, not generalisation. Pass --test-cases to evaluate on held-out cases.")
     ctx = StepContext(dataset_name, fold, req.plans_identifier, CONFIGURATION, settings, device,
                       req.num_workers if req.num_workers is not None else preset.num_workers, layout, progress,
                       plans_ctx.dataset_json, jobs, not req.test_cases, given,
-                      settings_record=run_settings(as_json(identity), pretrained=True))
+                      settings_record=run_settings(as_json(identity), pretrained=True), unlabelled=unlabelled)
     return ctx, runs, cases
 
 
@@ -254,14 +268,21 @@ def run_provenance(ctx: StepContext, run: RunSpec) -> dict:
 
 
 def _phases(runs: list[RunSpec]) -> list[list[RunSpec]]:
-    """Runs in two phases: one run per pre-training plus the baseline runs, then all the others (whose pre-training
-    is then done), so that parallel jobs never write the same pre-training."""
-    first, seen = [], set()
+    """Runs in three phases: the baseline runs and one run per pre-training that needs no baseline; one run per
+    pre-training on a baseline's pseudo-labels (its baseline run is then done); all the others (whose pre-training is
+    then done). So parallel jobs never write the same pre-training, and pseudo-labels come from a finished baseline."""
+    phases: list[list[RunSpec]] = [[], [], []]
+    seen = set()
     for run in runs:
-        if run.pretraining_name is None or run.pretraining_name not in seen:
-            first.append(run)
-            seen.add(run.pretraining_name)
-    return [first, [r for r in runs if r not in first]]
+        name = run.pretraining_name
+        if name is None:
+            phases[0].append(run)
+        elif name in seen:
+            phases[2].append(run)
+        else:
+            seen.add(name)
+            phases[1 if uses_pseudo_labels(run.method) else 0].append(run)
+    return [phase for phase in phases if phase]
 
 
 def _finish(ctx: StepContext, result: ExperimentResult, run: RunSpec, record: dict) -> None:
@@ -292,10 +313,13 @@ def _run_phase(ctx: StepContext, result: ExperimentResult, runs: list[RunSpec]) 
 
 
 def experiment_folder(req: ExperimentRequest) -> str:
-    """The experiment folder: ``-o``, else the default under ``nnUNet_results`` (absolute; raises PolyCLUserError for
-    an unknown dataset, preset or fold)."""
+    """The experiment folder: ``-o``, else the default under ``nnUNet_results``, named with the number of unlabelled
+    scans when there are any (absolute; raises PolyCLUserError for an unknown dataset, preset or fold)."""
+    preset = get_preset(req.preset)
+    count = req.unlabelled_count if req.unlabelled_count is not None else (
+        "all" if req.unlabelled or preset.unlabelled else None)
     return os.path.abspath(req.output_folder or default_experiment_folder(
-        resolve_dataset_name(req.dataset), get_preset(req.preset).name, parse_fold(req.fold)))
+        resolve_dataset_name(req.dataset), preset.name, parse_fold(req.fold), count))
 
 
 def run_experiment(req: ExperimentRequest) -> ExperimentResult:
@@ -319,6 +343,10 @@ def _run(req: ExperimentRequest) -> ExperimentResult:
                 ctx.progress.run_done(run.name, "already finished: skipped")
             else:
                 todo.append(run)
+        if ctx.unlabelled is not None and any(run.pretraining_name for run in todo):
+            ctx.progress.message(f"Unlabelled scans: {ctx.unlabelled.count} of {ctx.unlabelled.folder}, "
+                                 f"preprocessed once for every pre-training.")
+            ctx.unlabelled.preprocess()
         for phase in _phases(todo):
             _run_phase(ctx, result, phase)
         result.reports = write_reports(ctx.layout)

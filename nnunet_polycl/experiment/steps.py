@@ -17,10 +17,11 @@ from os.path import isdir, isfile, join
 
 from nnunet_polycl.environment import trainer_directory
 from nnunet_polycl.experiment.layout import INTERRUPTED, ExperimentLayout, RunSpec
-from nnunet_polycl.experiment.presets import ProtocolSettings, pretraining_strategy
+from nnunet_polycl.experiment.presets import ProtocolSettings, pretraining_strategy, uses_pseudo_labels
 from nnunet_polycl.experiment.process import StepFailedError, run_logged
 from nnunet_polycl.experiment.progress import ExperimentProgress
 from nnunet_polycl.experiment.state import read_marker, write_marker
+from nnunet_polycl.experiment.unlabelled import ExperimentUnlabelled
 from nnunet_polycl.finetuning.pretrained import OVERRIDE_VARIABLE
 from nnunet_polycl.finetuning.trainer import CPU_THREADS_VARIABLE
 from nnunet_polycl.paths import PRETRAINED_WEIGHTS_FILE, fold_folder_name
@@ -45,6 +46,7 @@ class StepContext:
     on_validation_cases: bool = True  # evaluated cases = the fold's validation cases (else given test cases)
     given_weights: dict[str, str] = field(default_factory=dict)  # method -> pretrained_weights.pth to use as it is
     settings_record: dict = field(default_factory=dict)  # the experiment's settings that define its runs
+    unlabelled: ExperimentUnlabelled | None = None  # unlabelled scans of every pre-training (None: none)
 
 
 def base_environment() -> dict[str, str]:
@@ -96,6 +98,8 @@ def pretrain(ctx: StepContext, run: RunSpec) -> str | None:
             str(s.pretrain_batch_size), "--lr", str(s.pretrain_lr), "--seed", str(run.pretrain_seed), "-device",
             ctx.device, "-o", folder,
             "--num-workers", str(ctx.num_workers), "--slice-fraction", str(s.slice_fraction)]
+    if ctx.unlabelled is not None:
+        argv += ctx.unlabelled.pretrain_arguments(run.method, pseudo_label_model(ctx, run))
     if any(isfile(join(folder, name)) for name in (LATEST_CHECKPOINT, FINAL_CHECKPOINT)):
         argv.append("--c")
     elif isdir(folder) and os.listdir(folder):
@@ -103,8 +107,21 @@ def pretrain(ctx: StepContext, run: RunSpec) -> str | None:
     seconds = _run(ctx, run.pretraining_name, "pre-training", argv, base_environment(), folder + ".log")
     if not isfile(weights):
         raise StepFailedError(f"polycl_pretrain finished but wrote no {weights}; see {folder}.log.")
-    write_marker(marker, {"method": run.method, "seed": run.pretrain_seed, "weights": weights, "seconds": seconds})
+    write_marker(marker, {"method": run.method, "seed": run.pretrain_seed, "unlabelled": run.unlabelled,
+                          "weights": weights, "seconds": seconds})
     return weights
+
+
+def pseudo_label_model(ctx: StepContext, run: RunSpec) -> str | None:
+    """O-pseudo: the nnU-Net model folder of the run's baseline (same adaptation, seed and k), which must have
+    finished; None for the other methods."""
+    if not uses_pseudo_labels(run.method):
+        return None
+    baseline = run.baseline
+    if read_marker(finetune_marker(ctx, baseline)) is None:
+        raise StepFailedError(f"The pre-training {run.pretraining_name} needs the pseudo-labels of the baseline run "
+                              f"{baseline.name}, which has not finished fine-tuning; run the same command again.")
+    return os.path.dirname(finetune_folder(ctx, baseline))
 
 
 def finetune_folder(ctx: StepContext, run: RunSpec) -> str:

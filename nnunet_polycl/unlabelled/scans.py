@@ -52,6 +52,7 @@ class UnlabelledOptions:
     other_dataset_model: bool = False
     min_organ_area: int = DEFAULT_MIN_ORGAN_AREA
     num_processes: int = 1
+    count: int | None = None  # --unlabelled-count: only the first scans of the folders (None: all)
 
 
 @dataclass
@@ -67,6 +68,7 @@ class UnlabelledPlan:
     memo: ChecksumMemo
     plans_sha256: str
     caches: dict[str, UnlabelledCache] = field(default_factory=dict)
+    not_counted: tuple[UnlabelledCase, ...] = ()  # scans after the first --unlabelled-count: kept in the caches
 
     @property
     def fingerprint(self) -> str:
@@ -81,19 +83,20 @@ class UnlabelledPlan:
 
     def materialise(self, device: str, slice_fraction: float) -> UnlabelledData:
         """Preprocess what is not cached, predict missing pseudo-labels, index the slices (writes the caches)."""
-        records = self._preprocess()
-        self.memo.save()
+        records = self.preprocess()
         sources, statuses = self._statuses(records, device)
         index = index_from_statuses([case.case_id for case, _ in self.scans],
                                     [self.caches[case.source].data_folder for case, _ in self.scans],
                                     statuses, slice_fraction)
         return UnlabelledData(self, index, sources, statuses)
 
-    def _preprocess(self) -> dict[str, dict]:
+    def preprocess(self) -> dict[str, dict]:
+        """Preprocess the scans that are not cached yet (writes the caches); returns every scan's record by key."""
         records: dict[str, dict] = {}
         for source, cache in self.caches.items():
             mine = [(case, checksum) for case, checksum in self.scans if case.source == source]
-            cache.remove_other_cases({case.case_id for case, _ in mine})
+            cache.remove_other_cases({case.case_id for case, _ in mine} |
+                                     {case.case_id for case in self.not_counted if case.source == source})
             todo = []
             for case, checksum in mine:
                 record = cache.current_record(case.case_id, checksum, self.plans_sha256)
@@ -106,6 +109,7 @@ class UnlabelledPlan:
                       f"(cache: {cache.root}).", flush=True)
             new = preprocess_cases(self.ctx, cache, todo, self.plans_sha256, self.options.num_processes)
             records.update({join(source, case_id): record for case_id, record in new.items()})
+        self.memo.save()
         return records
 
     def _statuses(self, records: dict[str, dict], device: str) -> tuple[list[str | None], list]:
@@ -155,7 +159,10 @@ class UnlabelledData:
         """The log line about the unlabelled scans of this run."""
         used, left_out = self.for_strategy(strategy)
         counts = {kind: self.status_sources.count(kind) for kind in ("weak", "pseudo")}
-        text = (f"Unlabelled: {len(self.plan.scans)} scans from {len(self.plan.caches)} folder(s), "
+        count = self.plan.options.count
+        counted = "" if count is None else \
+            f" (--unlabelled-count: the first {count} of {count + len(self.plan.not_counted)})"
+        text = (f"Unlabelled: {len(self.plan.scans)} scans{counted} from {len(self.plan.caches)} folder(s), "
                 f"{len(self.index)} slices ({int(np.count_nonzero(self.index.organ_known))} with organ status: "
                 f"{counts['weak']} scans weak-labelled, {counts['pseudo']} pseudo-labelled, "
                 f"{int(np.count_nonzero(self.index.organ))} with the organ)")
@@ -174,6 +181,7 @@ class UnlabelledData:
             "folders": list(self.plan.caches), "cache_folders": [c.root for c in self.plan.caches.values()],
             "num_scans": len(self.plan.scans), "num_slices": len(self.index),
             "num_slices_left_out": self.for_strategy(strategy)[1], "fingerprint": self.plan.fingerprint,
+            "count": options.count,
             "organ_slices": None if options.organ_slices is None else
             {"file": options.organ_slices, "sha256": file_sha256(options.organ_slices)},
             "organ_status_from": None if model is None else {**model.record(), "min_organ_area": options.min_organ_area},
@@ -197,6 +205,10 @@ def check_options(options: UnlabelledOptions, strategy: str) -> None:
          "--organ-status-other-dataset only applies together with --organ-status-from"),
         (options.min_organ_area < 1, f"--min-organ-area must be >= 1 pixel (got {options.min_organ_area})"),
         (options.num_processes < 1, f"-np must be >= 1 (got {options.num_processes})"),
+        (options.count is not None and not options.folders, "--unlabelled-count needs --unlabelled FOLDER"),
+        (options.count is not None and options.count < 1,
+         f"--unlabelled-count must be >= 1 (got {options.count}); to pre-train without unlabelled scans leave out "
+         f"--unlabelled"),
     ) if bad]
     if problems:
         raise PolyCLUserError("; ".join(problems) + ".")
@@ -210,18 +222,35 @@ def check_unlabelled(ctx: PlansContext, options: UnlabelledOptions, train_ids: S
         PolyCLUserError: any bad input (the message names it and the fix).
     """
     cases = discover_unlabelled(options.folders, ctx.dataset_json)
+    counted = first_scans(cases, options.count)
     memo = ChecksumMemo(ctx.preprocessed_folder)
     plans_sha256 = file_sha256(join(ctx.preprocessed_folder, ctx.plans_identifier + ".json"))
     checksums = [(case, memo.image_checksum(case.files)) for case in tqdm(
-        cases, desc="Image checksums of the unlabelled scans", unit="scan", disable=len(cases) < 50)]
+        counted, desc="Image checksums of the unlabelled scans", unit="scan", disable=len(counted) < 50)]
     scans, duplicates = split_duplicates(checksums, dataset_image_checksums(ctx, memo), train_ids, val_ids)
-    caches = {case.source: UnlabelledCache(ctx, case.source) for case in cases}
+    caches = {case.source: UnlabelledCache(ctx, case.source) for case in counted}
     weak = None
     if options.organ_slices is not None:
         weak = _checked_weak_labels(ctx, options.organ_slices, cases, scans, caches, plans_sha256)
     model = None if options.organ_status_from is None else \
         check_model_folder(options.organ_status_from, ctx, label_values, options.other_dataset_model)
-    return UnlabelledPlan(ctx, options, scans, duplicates, weak, model, memo, plans_sha256, caches)
+    return UnlabelledPlan(ctx, options, scans, duplicates, weak, model, memo, plans_sha256, caches,
+                          tuple(cases[len(counted):]))
+
+
+def first_scans(cases: list[UnlabelledCase], count: int | None) -> list[UnlabelledCase]:
+    """The first ``count`` scans (``--unlabelled-count``; None: all), in the order of :func:`discover_unlabelled`.
+
+    Raises:
+        PolyCLUserError: the folders hold fewer scans.
+    """
+    if count is None:
+        return cases
+    if count > len(cases):
+        folders = ", ".join(dict.fromkeys(case.source for case in cases))
+        raise PolyCLUserError(f"--unlabelled-count {count}: the --unlabelled folder(s) {folders} hold only "
+                              f"{len(cases)} scans. Use a count of at most {len(cases)}, or add scans.")
+    return cases[:count]
 
 
 def _checked_weak_labels(ctx: PlansContext, path: str, cases: list[UnlabelledCase],

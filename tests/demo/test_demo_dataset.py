@@ -171,3 +171,74 @@ def test_preprocessed_demo_has_one_2d_case_per_scan_with_48x48_patches(preproces
 
 def test_no_leftover_temporary_folders(demo_raw):
     assert os.listdir(demo_raw.parent) == [demo_raw.name]
+
+
+def _organ_slices_rows(path: Path) -> list[dict]:
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_unlabelled_scans_are_further_scans_of_the_generator_with_their_organ_ranges(tmp_path):
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
+    from nnunet_polycl.demo.unlabelled import unlabelled_case_identifier
+    from nnunet_polycl.unlabelled.weak_labels import read_organ_slices
+
+    result = make_demo_dataset(DEMO_ID, SMALL, seed=2, raw_folder=str(tmp_path / "a"), unlabelled=3)
+    folder, csv_file = Path(result.unlabelled_folder), Path(result.organ_slices_file)
+    assert folder == Path(result.folder) / "imagesUnlabelled" and csv_file.name == "imagesUnlabelled_organ_slices.csv"
+    cases = [unlabelled_case_identifier(i) for i in range(SMALL, SMALL + 3)]  # generator indices after the labelled
+    assert sorted(p.name for p in folder.iterdir()) == [f"{c}_0000.nii.gz" for c in cases]
+    labelled = [read(p)[0] for p in sorted((Path(result.folder) / "imagesTr").iterdir())]
+    rows = _organ_slices_rows(csv_file)
+    assert [r["case"] for r in rows] == cases
+    for index, case, row in zip(range(SMALL, SMALL + 3), cases, rows, strict=True):
+        image, spacing = read(folder / f"{case}_0000.nii.gz")
+        scan = generate_scan(2, index)
+        np.testing.assert_array_equal(image, scan.image)
+        assert spacing == pytest.approx(tuple(reversed(scan.spacing)))
+        assert not any(image.shape == other.shape and np.array_equal(image, other) for other in labelled)
+        organ = np.flatnonzero([(scan.label[z] > 0).any() for z in range(scan.label.shape[0])])
+        assert (int(row["first"]), int(row["last"])) == (organ[0], organ[-1])
+    assert read_organ_slices(str(csv_file), cases) == {  # what --organ-slices reads
+        case: [(int(r["first"]), int(r["last"]))] for case, r in zip(cases, rows, strict=True)}
+    verify_dataset_integrity(result.folder, num_processes=1)  # nnU-Net ignores the unlabelled folder
+
+    again = make_demo_dataset(DEMO_ID, SMALL, seed=2, raw_folder=str(tmp_path / "b"), unlabelled=3)
+    for case in cases:
+        np.testing.assert_array_equal(read(folder / f"{case}_0000.nii.gz")[0],
+                                      read(Path(again.unlabelled_folder) / f"{case}_0000.nii.gz")[0])
+    assert Path(again.organ_slices_file).read_text() == csv_file.read_text()
+    assert sorted(os.listdir(tmp_path / "a")) == [f"Dataset{DEMO_ID}_PolyCLDemo"]  # no temporary folder left
+
+
+def test_cli_adds_unlabelled_scans_to_an_existing_demo_without_touching_its_labelled_scans(tmp_path):
+    env = nnunet_folders(tmp_path)
+    make = ["polycl_demo", "make-dataset", "-d", str(DEMO_ID), "--num-scans", str(SMALL)]
+    run_cli(make, env)
+    dataset = tmp_path / "raw" / f"Dataset{DEMO_ID}_PolyCLDemo"
+    (tmp_path / "preprocessed" / dataset.name).mkdir()  # as after nnUNetv2_plan_and_preprocess
+
+    def labelled_files() -> dict[str, int]:
+        return {str(p): p.stat().st_mtime_ns for p in dataset.rglob("*") if "Unlabelled" not in str(p)}
+
+    before = labelled_files()
+    proc = run_cli([*make, "--unlabelled", "2"], env)
+    assert labelled_files() == before
+    assert len(list((dataset / "imagesUnlabelled").iterdir())) == 2 and "Kept the" in proc.stdout
+    assert str(dataset / "imagesUnlabelled") in proc.stdout and "stale" not in proc.stdout
+
+    listing = sorted(str(p) for p in tmp_path.rglob("*"))
+    again = run_cli([*make, "--unlabelled", "3"], env, check=False)
+    assert again.returncode == 1 and "already has unlabelled scans" in again.stderr and "--overwrite" in again.stderr
+    other_seed = run_cli([*make, "--unlabelled", "3", "--seed", "1"], env, check=False)
+    assert other_seed.returncode == 1 and "same --seed and --num-scans" in other_seed.stderr
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == listing  # refused: nothing written
+
+    run_cli([*make, "--unlabelled", "3", "--overwrite"], env)
+    assert labelled_files() == before
+    assert len(list((dataset / "imagesUnlabelled").iterdir())) == 3
+    assert len(_organ_slices_rows(dataset / "imagesUnlabelled_organ_slices.csv")) == 3
+    assert os.listdir(tmp_path / "raw") == [dataset.name]

@@ -123,11 +123,22 @@ def test_organ_slices_file_kinds(tmp_path):
     (UnlabelledOptions(("u",), other_dataset_model=True), "O", "only applies together with --organ-status-from"),
     (UnlabelledOptions(("u",), min_organ_area=0), "O", "--min-organ-area must be >= 1"),
     (UnlabelledOptions(("u",), num_processes=0), "S", "-np must be >= 1"),
+    (UnlabelledOptions((), count=3), "S", "--unlabelled-count needs --unlabelled FOLDER"),
+    (UnlabelledOptions(("u",), count=0), "S", "--unlabelled-count must be >= 1"),
 ])
 def test_conflicting_flags_are_refused_before_anything_is_read(options, strategy, fragment):
     with pytest.raises(PolyCLUserError, match=fragment):
         check_options(options, strategy)
     check_options(UnlabelledOptions(("u",), organ_slices="w.csv", organ_status_from="m"), "M")
+
+
+def test_unlabelled_count_takes_the_first_scans_in_name_order(tmp_path):
+    from nnunet_polycl.unlabelled.scans import first_scans
+
+    cases = discover_folder(str(folder_with(tmp_path, "c_0000.nii.gz", "a_0000.nii.gz", "b_0000.nii.gz")), CT)
+    assert [c.case_id for c in first_scans(cases, 2)] == ["a", "b"] and first_scans(cases, None) == cases
+    with pytest.raises(PolyCLUserError, match="--unlabelled-count 4: .* hold only 3 scans"):
+        first_scans(cases, 4)
 
 
 def test_pseudo_label_status_needs_the_minimum_area_in_the_crop():

@@ -146,3 +146,18 @@ def test_truncated_scan_stops_the_run_naming_it_and_finished_cases_stay_cached(f
     assert str(error.value).startswith(str(cut)) and "\n" not in str(error.value)
     records = sorted(p.stem for p in (cache_root(few_env) / "records").glob("*.json"))
     assert records == [p.name[:-len("_0000.nii.gz")] for p in complete]
+
+
+def test_unlabelled_count_uses_the_first_scans_and_keeps_the_others_cached(few_env):
+    from nnunet_polycl.pretraining.session import prepare
+
+    prepare(request(few_env))
+    records = cache_root(few_env) / "records"
+    assert len(list(records.glob("*.json"))) == NUM_UNLABELLED
+    run = prepare(request(few_env, unlabelled_count=2))
+    first_two = sorted(p.name[:-len("_0000.nii.gz")] for p in Path(few_env["unlabelled"]).iterdir())[:2]
+    assert run.unlabelled.record("S")["count"] == 2 and run.unlabelled.record("S")["num_scans"] == 2
+    assert [Path(s["case"]).name for s in run.unlabelled.record("S")["scans"]] == first_two
+    assert list(run.index.case_ids[-2:]) == first_two
+    assert len(list(records.glob("*.json"))) == NUM_UNLABELLED  # a smaller count deletes nothing from the cache
+
