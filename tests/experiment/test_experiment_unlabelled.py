@@ -50,8 +50,9 @@ def test_unlabelled_preset_pairs_every_method_by_seed_and_passes_each_its_option
             assert paired["O-pseudo"].trainer("demo") == paired["O"].trainer("demo")
             assert paired["O-pseudo"].baseline.name == paired["baseline"].name
     pretrainings = {r.pretraining_name for r in runs if r.seed == 0}
-    assert {"S__seed0__N3", "O__seed0__N3", "O-pseudo__default__seed0__k1__N3"} <= pretrainings
-    assert all(r.name.endswith("__N3") for r in runs if r.method != "baseline")
+    untagged = {name.rsplit("__", 1)[0] for name in pretrainings if name}  # without the settings tag
+    assert {"S__seed0__N3", "O__seed0__N3", "O-pseudo__default__seed0__k1__N3"} <= untagged
+    assert all("__N3__" in r.name for r in runs if r.method != "baseline")
 
     phase_of = {r.name: i for i, phase in enumerate(_phases(runs)) for r in phase}
     for run in runs:
@@ -117,15 +118,23 @@ def unlabelled_demo(nnunet_root, preprocessed_demo, tmp_path_factory) -> dict:
             "PolyCL_experiment__unlabelled__N2__fold_0"}
 
 
+def _one(folder: Path, pattern: str) -> Path:
+    """The one folder matching ``pattern`` (run and pre-training names end in a settings tag)."""
+    (match,) = [p for p in folder.glob(pattern) if p.is_dir()]
+    return match
+
+
 @pytest.mark.e2e
 def test_runner_passes_the_unlabelled_options_to_each_pretraining(unlabelled_demo):
     folder, raw = unlabelled_demo["folder"], unlabelled_demo["raw"]
     images, organ_slices = raw / "imagesUnlabelled", raw / "imagesUnlabelled_organ_slices.csv"
-    model = (folder / "runs" / "baseline__default__seed0__k1" / "nnUNet_results" / raw.name /
+    model = (_one(folder / "runs", "baseline__default__smoke__seed0__k1__*") / "nnUNet_results" / raw.name /
              "nnUNetTrainerPolyCL_Baseline_smoke_k1_seed0__nnUNetPlans__2d")
     first_two = [unlabelled_case_identifier(i) for i in (NUM_SCANS, NUM_SCANS + 1)]
-    expected = {"O__seed0__N2": ["--organ-slices", str(organ_slices)],
-                "O-pseudo__default__seed0__k1__N2": ["--organ-status-from", str(model)]}
+    weak_folder = _one(folder / "pretraining", "O__seed0__N2__*")
+    pseudo_folder = _one(folder / "pretraining", "O-pseudo__default__seed0__k1__N2__*")
+    expected = {weak_folder.name: ["--organ-slices", str(organ_slices)],
+                pseudo_folder.name: ["--organ-status-from", str(model)]}
     for name, organ_options in expected.items():
         command = (folder / "pretraining" / f"{name}.log").read_text().split("$ ", 1)[1].splitlines()[0]
         assert command.endswith(" ".join(["--unlabelled", str(images), "--unlabelled-count", "2", *organ_options]))
@@ -133,13 +142,13 @@ def test_runner_passes_the_unlabelled_options_to_each_pretraining(unlabelled_dem
         record = json.loads((folder / "pretraining" / name / "config.json").read_text())["unlabelled"]
         assert record["folders"] == [str(images)] and record["count"] == 2
         assert [Path(s["case"]).name for s in record["scans"]] == first_two
-    weak = json.loads((folder / "pretraining" / "O__seed0__N2" / "config.json").read_text())["unlabelled"]
+    weak = json.loads((weak_folder / "config.json").read_text())["unlabelled"]
     assert weak["organ_slices"]["file"] == str(organ_slices) and weak["organ_status_from"] is None
     for scan, index in zip(weak["scans"], (NUM_SCANS, NUM_SCANS + 1), strict=True):
         first, last = organ_range(generate_scan(0, index).label)  # no crop along z: raw slice = preprocessed slice
         assert scan["status_source"] == "weak" and scan["status"] == "".join(
             "1" if first <= z <= last else "0" for z in range(len(scan["status"])))
-    pseudo = json.loads((folder / "pretraining" / "O-pseudo__default__seed0__k1__N2" / "config.json").read_text())
+    pseudo = json.loads((pseudo_folder / "config.json").read_text())
     assert pseudo["unlabelled"]["organ_slices"] is None and pseudo["unlabelled"]["organ_status_from"]["folder"] == \
         str(model)
     assert {s["status_source"] for s in pseudo["unlabelled"]["scans"]} == {"pseudo"}
@@ -148,10 +157,10 @@ def test_runner_passes_the_unlabelled_options_to_each_pretraining(unlabelled_dem
     runs = {r["method"]: r for r in results["runs"]}
     assert runs["O-pseudo"]["trainer"] == runs["O"]["trainer"] == "nnUNetTrainerPolyCL_O_smoke_k1_seed0"
     assert runs["O-pseudo"]["pretrained_weights"] == str(
-        folder / "pretraining" / "O-pseudo__default__seed0__k1__N2" / "pretrained_weights.pth")
-    chosen = [json.loads(next((folder / "runs" / name).rglob("polycl_labelled_cases.json")).read_text())["cases"]
-              for name in ("baseline__default__seed0__k1", "O__default__seed0__k1__N2",
-                           "O-pseudo__default__seed0__k1__N2")]
+        pseudo_folder / "pretrained_weights.pth")
+    chosen = [json.loads(next(_one(folder / "runs", name).rglob("polycl_labelled_cases.json")).read_text())["cases"]
+              for name in ("baseline__default__smoke__seed0__k1__*", "O__default__smoke__seed0__k1__N2__*",
+                           "O-pseudo__default__smoke__seed0__k1__N2__*")]
     assert chosen[0] == chosen[1] == chosen[2]  # paired: the same labelled scan for every method of seed 0
     table = (folder / "reports" / "table1.md").read_text()
     assert "| O-pseudo |" in table and table in unlabelled_demo["proc"].stdout
