@@ -180,7 +180,7 @@ def _draw_group(axes, table: dict, k, label: str, budgets: list[float]) -> None:
         ax.set_xlabel("training budget (fraction of the schedule's iterations)")
         ax.set_title(title, fontsize="small")
         ax.grid(alpha=0.3)
-        if ax.has_data():
+        if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
 
 

@@ -1,7 +1,8 @@
 """``run_experiment``: the paper's protocol (methods x adaptations x seeds x label budgets k) on one dataset and fold.
 
 Each run pre-trains (once per method and pre-training seed, shared by every k and adaptation; nothing for the
-baseline), fine-tunes with the run's trainer, predicts the evaluated cases and evaluates them. ``jobs`` runs go on in
+baseline), fine-tunes with the run's trainer, predicts the evaluated cases and evaluates them; with training budgets
+it also predicts and evaluates them from the checkpoint of each budget of the same run. ``jobs`` runs go on in
 parallel (each step is a subprocess): first every pre-training and the baseline runs, then the runs that fine-tune a
 pre-trained encoder, so that no two jobs ever write the same pre-training. Finished runs are skipped on the next
 call; the reports are rewritten after every finished run.
@@ -33,7 +34,17 @@ from nnunet_polycl.experiment.presets import (
 from nnunet_polycl.experiment.progress import ExperimentProgress
 from nnunet_polycl.experiment.reports import evaluate_run, write_reports
 from nnunet_polycl.experiment.state import check_experiment, read_marker, record_call, write_marker
-from nnunet_polycl.experiment.steps import StepContext, base_environment, finetune, predict, pretrain
+from nnunet_polycl.experiment.steps import (
+    StepContext,
+    base_environment,
+    finetune,
+    predict,
+    predict_budgets,
+    pretrain,
+    training_budgets,
+    training_record,
+)
+from nnunet_polycl.finetuning.budgets import FINAL_CHECKPOINT, parse_budgets
 from nnunet_polycl.network import PlansContext, load_plans_context
 from nnunet_polycl.paths import PolyCLUserError, resolve_dataset_name
 from nnunet_polycl.splits import parse_fold
@@ -67,6 +78,7 @@ class ExperimentRequest:
     num_workers: int | None = None
     jobs: int | None = None
     pretrained: dict[str, str] | None = None  # method -> an existing pretrained_weights.pth, used for every seed
+    budgets: tuple[float, ...] | None = None  # training budgets: fractions of the schedule (1 is always added)
     force_mix: bool = False
     progress: bool = True
 
@@ -180,6 +192,9 @@ def prepare(req: ExperimentRequest) -> tuple[StepContext, list[RunSpec], Evaluat
                                               default_experiment_folder(dataset_name, preset.name, fold)))
     given = check_given_weights(req.pretrained or {}, methods)
     identity = _identity(plans_ctx, fold, settings, cases, given, seeds[0] if shared else None)
+    budgets = parse_budgets(req.budgets) if req.budgets else ()
+    if budgets:
+        identity["budgets"] = list(budgets)
     forced = check_experiment(layout.experiment_file, identity, req.force_mix)
     check_trainers([r.trainer(settings.schedule) for r in runs])
     os.makedirs(layout.root, exist_ok=True)
@@ -194,8 +209,27 @@ def prepare(req: ExperimentRequest) -> tuple[StepContext, list[RunSpec], Evaluat
                          "fit, not generalisation. Pass --test-cases to evaluate on held-out cases.")
     ctx = StepContext(dataset_name, fold, req.plans_identifier, CONFIGURATION, settings, device,
                       req.num_workers if req.num_workers is not None else preset.num_workers, layout, progress,
-                      plans_ctx.dataset_json, jobs, not req.test_cases, given)
+                      plans_ctx.dataset_json, jobs, not req.test_cases, given, budgets)
     return ctx, runs, cases
+
+
+def _evaluate_budgets(ctx: StepContext, run: RunSpec, budgets: list[dict], end_predictions: str,
+                      end_summary: dict) -> tuple[list, float]:
+    """Each training budget's entry ``{fraction, epoch, iterations, checkpoint, predictions, evaluation,
+    foreground_mean}`` (a budget at the last epoch is the end point itself), and the seconds its predictions took."""
+    folders, seconds = predict_budgets(ctx, run, [b for b in budgets if b["checkpoint"] != FINAL_CHECKPOINT])
+    entries = []
+    for b in budgets:
+        if b["checkpoint"] == FINAL_CHECKPOINT:
+            entries.append({**b, "predictions": end_predictions, "evaluation": ctx.layout.evaluation(run),
+                            "foreground_mean": end_summary["foreground_mean"]})
+            continue
+        folder = ctx.layout.evaluation(run, b["fraction"])
+        ctx.progress.step(run.name, f"evaluation at budget {b['fraction']:g}", folder, what="summary")
+        summary = evaluate_run(ctx.layout.labels, folders[b["fraction"]], ctx.dataset_json, folder)
+        entries.append({**b, "predictions": folders[b["fraction"]], "evaluation": folder,
+                        "foreground_mean": summary["foreground_mean"]})
+    return entries, seconds
 
 
 def _do_run(ctx: StepContext, run: RunSpec) -> dict:
@@ -205,9 +239,12 @@ def _do_run(ctx: StepContext, run: RunSpec) -> dict:
     predictions, predict_s = predict(ctx, run)
     ctx.progress.step(run.name, "evaluation", ctx.layout.evaluation(run), what="summary")
     summary = evaluate_run(ctx.layout.labels, predictions, ctx.dataset_json, ctx.layout.evaluation(run))
+    training = training_record(ctx, run)
+    budgets, budgets_s = _evaluate_budgets(ctx, run, training_budgets(ctx, run, training), predictions, summary)
     record = {**run.to_dict(), "trainer": run.trainer(ctx.settings.schedule), "pretrained_weights": weights,
-              "predictions": predictions,
-              "seconds": {"finetune": finetune_s, "predict": predict_s, "run": time.time() - start},
+              "predictions": predictions, "schedule": training.get("schedule"), "budgets": budgets,
+              "seconds": {"finetune": finetune_s, "predict": predict_s, "budgets": budgets_s,
+                          "run": time.time() - start},
               "foreground_mean": summary["foreground_mean"]}
     write_marker(ctx.layout.finished(run), record)
     return record
