@@ -49,7 +49,8 @@ class StepContext:
 
 def base_environment() -> dict[str, str]:
     """This process's environment for the steps: this environment's console scripts first on PATH, the PolyCL
-    trainers findable, unbuffered and plot-safe output, and no inherited pre-trained weights override."""
+    trainers findable, unbuffered and plot-safe output, and no inherited pre-trained weights override or training
+    budgets."""
     env = dict(os.environ)
     trainers = trainer_directory()
     listed = [p for p in env.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
@@ -59,6 +60,7 @@ def base_environment() -> dict[str, str]:
     env["PATH"] = os.pathsep.join([scripts, env.get("PATH", "")])
     env.update(PYTHONUNBUFFERED="1", MPLBACKEND="Agg", TQDM_MININTERVAL="2")
     env.pop(OVERRIDE_VARIABLE, None)
+    env.pop(BUDGETS_VARIABLE, None)
     return env
 
 
