@@ -169,12 +169,14 @@ def _draw_group(axes, table: dict, k, label: str, budgets: list[float]) -> None:
         _errorbar(axes[0], points, lambda e: e["dice"], f"C{i}", method)
         if method != table["baseline"]:
             _errorbar(axes[1], points, lambda e: e["vs_baseline"], f"C{i}", method)
-    axes[1].axhline(0.0, color="grey", linewidth=0.8)
+    if axes[1].has_data():
+        axes[1].axhline(0.0, color="grey", linewidth=0.8)
     status = training_label(table, k, label)["text"]
     titles = (f"{where}: Dice, mean over runs, {table['interval']}\n{table['baseline']}: {status}",
               f"{where}: Dice minus {table['baseline']}, paired, {table['interval']}")
     for ax, title in zip(axes, titles):
         ax.set_xscale("log", base=2)
+        ax.set_xlim(budgets[0] / 1.25, budgets[-1] * 1.25)
         ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("training budget (fraction of the schedule's iterations)")
