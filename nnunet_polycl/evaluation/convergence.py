@@ -35,7 +35,8 @@ def end_of_training(half: dict[int, float], full: dict[int, float], interval: st
     if not seeds:
         return {"status": "not_checked", "text": NOT_CHECKED, "change": None}
     change = paired_comparison([full[s] for s in seeds], [half[s] for s in seeds], interval)
-    change.update(mean_half=sum(half[s] for s in seeds) / len(seeds), mean_full=sum(full[s] for s in seeds) / len(seeds))
+    change.update(mean_half=sum(half[s] for s in seeds) / len(seeds),
+                  mean_full=sum(full[s] for s in seeds) / len(seeds))
     small = abs(change["difference"]) < TOLERANCE
     if small and change["low"] is None:
         return {"status": "not_checked", "text": ONE_SEED, "change": change}

@@ -42,7 +42,8 @@ def test_end_of_training_when_the_baseline_moved_less_than_001_over_the_last_dou
 def test_still_training_otherwise(changes):
     half = {s: 0.40 + 0.02 * s for s in SEEDS}
     result = end_of_training(half, {s: half[s] + d for s, d in zip(SEEDS, changes)})
-    assert result["status"] == "still" and result["text"] == STILL == "still training: this compares speed, not end points"
+    assert result["status"] == "still"
+    assert result["text"] == STILL == "still training: this compares speed, not end points"
 
 
 def test_not_checked_without_the_half_budget_or_with_one_small_pair():
