@@ -55,9 +55,11 @@ polycl_evaluate -ref "$RAW_DS/labelsTr" -pred "$PRED" -djfile "$RAW_DS/dataset.j
 
 step "8/8 few labels: baseline against PolyCL-O fine-tuned on 1 labelled scan, seeds $SEEDS (polycl_experiment --preset demo)"
 EXP="$nnUNet_results/Dataset${ID}_PolyCLDemo/PolyCL_experiment__demo"
+# --budgets 0.5 1: every run is also evaluated halfway through its schedule (same run, its checkpoint at that epoch),
+# so that the comparison says whether the baseline reached the end of its training
 # shellcheck disable=SC2086
 polycl_experiment -d "$ID" --preset demo --seeds $SEEDS --pretrained "O=$PRETRAINING/pretrained_weights.pth" \
-    -device "$DEVICE" -o "$EXP" --no-progress > "$WORK/experiment.log" 2>&1 \
+    --budgets 0.5 1 -device "$DEVICE" -o "$EXP" --no-progress > "$WORK/experiment.log" 2>&1 \
     || { tail -40 "$WORK/experiment.log"; exit 1; }
 cat "$EXP/reports/table1.md"
 
@@ -67,7 +69,7 @@ echo "pre-training:  $PRETRAINING (probe: $PRETRAINING/probe.json, picture: $PRE
 echo "fine-tuning:   $nnUNet_results/Dataset${ID}_PolyCLDemo/nnUNetTrainerPolyCL_demo__nnUNetPlans__2d/fold_0"
 echo "predictions:   $PRED"
 echo "evaluation:    $WORK/evaluation_PolyCL_O/summary.md"
-echo "experiment:    $EXP/reports (table1, verdict, fig4; its log: $WORK/experiment.log)"
+echo "experiment:    $EXP/reports (table1, verdict, fig4, budgets, fig_budgets; its log: $WORK/experiment.log)"
 echo
 python - "$WORK/evaluation_PolyCL_O/summary.json" <<'PY'
 import json, sys
@@ -77,3 +79,4 @@ print(f"PolyCL-O fine-tuned on all labelled scans: validation Dice {dice['mean']
       f"(mean of {dice['n']} validation cases, min {dice['min']:.3f}).")
 PY
 tail -n +3 "$EXP/reports/verdict.md"
+grep "^End of training" "$EXP/reports/budgets.md"

@@ -91,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unlabelled-count", type=int, default=None, metavar="N",
                    help="use only the first N unlabelled scans (sorted by name; 0: the labelled scans only), e.g. "
                         "for a sweep over N, one experiment folder per N (default: all)")
+    p.add_argument("--budgets", nargs="+", default=None, metavar="F",
+                   help="also evaluate every run at these fractions of its schedule's iterations (in (0, 1], 1 always "
+                        "included; e.g. 0.25 0.5 1), from the checkpoints saved at those points of the same run "
+                        "(rounded to the nearest epoch, at least 1), predicted and evaluated exactly as the end point. "
+                        "Writes budgets.md/.csv/.json and fig_budgets.png and labels every comparison by whether the "
+                        "baseline reached the end of its training (needs the budget 0.5). Part of the experiment's "
+                        "identity")
     p.add_argument("--jobs", type=int, default=None,
                    help="runs at a time (each step is a subprocess; default: the preset's)")
     p.add_argument("--num-workers", type=int, default=None,
@@ -113,7 +120,7 @@ def _summary(result: ExperimentResult) -> str:
              f"Ran {len(result.ran)} run(s) in {result.seconds:.0f} s; {len(result.skipped)} run(s) were already "
              f"finished and skipped."]
     lines += [f"  {name}: {path}" for name, path in result.reports.items()]
-    for report in ("table1_md", "verdict_md"):
+    for report in ("budgets_md", "table1_md", "verdict_md"):
         if report in result.reports:
             with open(result.reports[report]) as f:
                 lines += ["", f.read()]
@@ -152,6 +159,7 @@ def experiment_entry(argv: list[str] | None = None) -> None:
             augmentation_workers=args.augmentation_workers, cpu_threads=args.cpu_threads,
             pretrained=parse_given_weights(args.pretrained), unlabelled=args.unlabelled,
             organ_slices=args.organ_slices, unlabelled_count=args.unlabelled_count,
+            budgets=tuple(args.budgets) if args.budgets else None,
             force_mix=args.force_mix, progress=not args.no_progress)
         result = run_experiment(request)
     except PolyCLUserError as e:

@@ -10,7 +10,9 @@ Layout of an experiment folder::
                                             O-pseudo: <method>__<adaptation>__seed<s>__k<k>[__N<n>]__<tag>
     runs/<method>__<adaptation>__<schedule>__seed<s>__k<k>[__N<n>]__<tag>/
                                             one run: its own nnUNet_results/, predictions/, evaluation/,
-                                            finetune.log, predict.log and finished.json (written last)
+                                            finetune.log, predict.log and finished.json (written last); with
+                                            --budgets also evaluation_budget_<f>/ (and predictions_budget_<f>/
+                                            for --test-cases) per training budget f < 1
     runs/<run name>.interrupted-<time>/     an interrupted fine-tuning, moved aside before the run was redone
     reports/                                Table 1 (markdown, CSV), Fig. 4 (PNG), verdicts, every number (JSON)
 
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from os.path import join
 
 from nnunet_polycl.experiment.presets import K, pretraining_strategy, trainer_name, uses_pseudo_labels
+from nnunet_polycl.finetuning.budgets import budget_name
 from nnunet_polycl.paths import fold_folder_name, require_nnunet_folder
 
 EXPERIMENT_FILE = "experiment.json"
@@ -176,12 +179,14 @@ class ExperimentLayout:
         """The run's own ``nnUNet_results`` folder (keeps seeds and methods apart)."""
         return join(self.run(run), "nnUNet_results")
 
-    def predictions(self, run: RunSpec) -> str:
-        return join(self.run(run), "predictions")
+    def predictions(self, run: RunSpec, budget: float | None = None) -> str:
+        """The run's predictions of ``--test-cases`` (at the training ``budget``; None: the end point)."""
+        return join(self.run(run), "predictions" if budget is None else f"predictions_{budget_name(budget)}")
 
-    def evaluation(self, run: RunSpec) -> str:
-        """Folder of the run's evaluation summary (``summary.json`` / ``.csv`` / ``.md``)."""
-        return join(self.run(run), "evaluation")
+    def evaluation(self, run: RunSpec, budget: float | None = None) -> str:
+        """Folder of the run's evaluation summary (``summary.json`` / ``.csv`` / ``.md``) at the training
+        ``budget`` (None: the end point)."""
+        return join(self.run(run), "evaluation" if budget is None else f"evaluation_{budget_name(budget)}")
 
     def finished(self, run: RunSpec) -> str:
         return join(self.run(run), FINISHED_FILE)

@@ -6,7 +6,10 @@ Reports (in ``<experiment>/reports/``, rewritten after every finished run):
   fine-tuned with the same adaptation: the fair comparison); needs baseline runs;
 - ``schedules.md`` / ``.csv`` / ``.json`` (only with several adaptations): every arm against the baseline on
   nnU-Net's own schedule (adaptation ``direct``, else the trainer's default);
-- ``verdict.md``: one sentence per arm and k saying what the Dice comparison supports;
+- ``verdict.md``: one sentence per arm and k saying what the Dice comparison supports, with the baseline's
+  end-of-training label (:mod:`nnunet_polycl.evaluation.convergence`);
+- ``budgets.md`` / ``.csv`` / ``.json`` and ``fig_budgets.png`` (only with ``--budgets``): Dice against training
+  budget per arm, the paired difference to the baseline at every budget, and the end-of-training labels;
 - ``fig4.png`` / ``.json``: Fig. 4, Dice and HD95 against k with 95% confidence intervals over runs (needs a run
   with a numeric k);
 - ``results.json``: every case's numbers, every run's record and the state of every planned run.
@@ -23,12 +26,21 @@ import json
 from os.path import isfile, join
 
 from nnunet_polycl.evaluation import comparison_verdict, evaluate_folders, plot_against_k, summary_rows
-from nnunet_polycl.evaluation.files import write_json_atomic, write_text_atomic
+from nnunet_polycl.evaluation.budgets import (
+    budget_table,
+    budgets_csv,
+    budgets_figure,
+    budgets_markdown,
+    training_label,
+    training_label_line,
+)
+from nnunet_polycl.evaluation.files import save_figure_atomic, write_json_atomic, write_text_atomic
 from nnunet_polycl.evaluation.reports import adjust_family, method_table, table_csv, table_markdown
 from nnunet_polycl.experiment.inventory import run_states, runs_markdown, settings_markdown, subsets_markdown
 from nnunet_polycl.experiment.layout import FINISHED_FILE, ExperimentLayout, RunSpec, arm_name
 from nnunet_polycl.experiment.presets import METHODS
 from nnunet_polycl.experiment.state import read_marker
+from nnunet_polycl.finetuning.budgets import FINAL_CHECKPOINT
 from nnunet_polycl.paths import PolyCLUserError
 
 BASELINE = "baseline"
@@ -48,26 +60,48 @@ def _run_of(record: dict) -> RunSpec:
                    record.get("baseline_tag", ""))
 
 
+def _summary_rows(layout: ExperimentLayout, run: RunSpec, at_budget: float | None = None, **extra) -> list[dict]:
+    """The rows of the run's evaluation at the training budget ``at_budget`` (None: the end point)."""
+    summary_file = join(layout.evaluation(run, at_budget), "summary.json")
+    if not isfile(summary_file):
+        raise PolyCLUserError(f"Run {run.name} is marked finished but {summary_file} is missing. Delete "
+                              f"{layout.finished(run)} to predict and evaluate it again.")
+    with open(summary_file) as f:
+        summary = json.load(f)
+    k = None if run.k == "all" else run.k
+    return summary_rows(summary, method=run.arm, adaptation=run.adaptation, seed=run.seed, k=k, **extra)
+
+
 def finished_runs(layout: ExperimentLayout) -> list[tuple[dict, list[dict]]]:
     """``(record, rows)`` of every finished run of the folder, in the protocol's method order: its ``finished.json``
     and one row per case and label (``method`` is the run's arm; k is None for all labelled cases)."""
     results = []
     for name in layout.finished_runs():
         record = read_marker(join(layout.root, "runs", name, FINISHED_FILE))
-        if record is None:
-            continue
-        run = _run_of(record)
-        summary_file = join(layout.evaluation(run), "summary.json")
-        if not isfile(summary_file):
-            raise PolyCLUserError(f"Run {name} is marked finished but {summary_file} is missing. Delete "
-                                  f"{join(layout.root, 'runs', name, FINISHED_FILE)} to predict and evaluate it again.")
-        with open(summary_file) as f:
-            summary = json.load(f)
-        k = None if run.k == "all" else run.k
-        rows = summary_rows(summary, method=run.arm, adaptation=run.adaptation, seed=run.seed, k=k,
-                            settings=record.get("settings_id", "?"))
-        results.append((record, rows))
+        if record is not None:
+            rows = _summary_rows(layout, _run_of(record), settings=record.get("settings_id", "?"))
+            results.append((record, rows))
     return sorted(results, key=lambda r: (METHODS.index(r[0]["method"]), r[0].get("adaptation", ""), r[0]["seed"]))
+
+
+def budget_rows(layout: ExperimentLayout, records: list[dict]) -> list[dict]:
+    """One row per case and label of every run at each of its training budgets, with ``budget``, ``epoch`` and
+    ``iterations`` (a budget at the last epoch is the run's end point)."""
+    rows = []
+    for record in records:
+        run = _run_of(record)
+        for b in record.get("budgets") or []:
+            at = None if b["checkpoint"] == FINAL_CHECKPOINT else b["fraction"]
+            rows += _summary_rows(layout, run, at, budget=b["fraction"], epoch=b["epoch"], iterations=b["iterations"])
+    return rows
+
+
+def schedule_lines(records: list[dict]) -> list[str]:
+    """The fine-tuning schedules of the runs in words (as their trainers recorded them), with how many runs each."""
+    described = [(r.get("schedule") or {}).get("description") or f"{r['trainer']} (no schedule recorded)"
+                 for r in records]
+    return [f"{text} ({described.count(text)} run{'s' if described.count(text) != 1 else ''})"
+            for text in dict.fromkeys(described)]
 
 
 def comparisons(rows: list[dict]) -> list[tuple[str, list[dict]]]:
@@ -87,11 +121,14 @@ def _identity(layout: ExperimentLayout) -> dict:
         return json.load(f)["identity"]
 
 
-def _write_tables(tables: list[dict], folder: str, name: str, footer: str) -> dict[str, str]:
-    """One markdown / CSV / JSON file set holding several comparisons (a heading per comparison when several), the
-    markdown ending with ``footer``."""
+def _write_tables(tables: list[dict], folder: str, name: str, footer: str, header: str = "",
+                  notes: list[str] | None = None) -> dict[str, str]:
+    """One markdown / CSV / JSON file set holding several comparisons (a heading per comparison when several);
+    ``header`` opens the markdown, ``notes`` (one per table) follow each table, ``footer`` ends it."""
     several = len(tables) > 1
-    md = "\n".join((f"### Compared with {t['baseline']}\n\n" if several else "") + table_markdown(t) for t in tables)
+    notes = notes or [""] * len(tables)
+    md = header + "\n".join((f"### Compared with {t['baseline']}\n\n" if several else "") + table_markdown(t) + note
+                             for t, note in zip(tables, notes, strict=True))
     md += footer
     csv_parts = [table_csv(t) for t in tables]
     csv = csv_parts[0] + "".join(part.split("\n", 1)[1] for part in csv_parts[1:])
@@ -102,8 +139,15 @@ def _write_tables(tables: list[dict], folder: str, name: str, footer: str) -> di
     return {f"{name}_{ext}": path for ext, path in paths.items()}
 
 
-def verdicts(tables: list[dict], identity: dict, footer: str = "") -> str:
-    """``verdict.md``: what each arm's Dice comparison supports, per k, and what the design leaves out."""
+def _training_notes(table: dict, budgets: dict | None) -> str:
+    """The end-of-training line of each k and label of ``table``'s baseline, for under the table."""
+    keys = dict.fromkeys((e["k"], e["label"]) for e in table["rows"] if e["method"] == table["baseline"])
+    return "\n" + "".join(training_label_line(budgets, k, label, table["baseline"]) + "  \n" for k, label in keys)
+
+
+def verdicts(tables: list[dict], identity: dict, budgets: dict[str, dict] | None = None, footer: str = "") -> str:
+    """``verdict.md``: what each arm's Dice comparison supports, per k, with the baseline's end-of-training label,
+    and what the design leaves out. ``budgets``: the budget table of each baseline (none without ``--budgets``)."""
     lines = ["# What these runs show (Dice)", ""]
     for table in tables:
         several_labels = len({e["label"] for e in table["rows"]}) > 1
@@ -111,7 +155,8 @@ def verdicts(tables: list[dict], identity: dict, footer: str = "") -> str:
             if entry["method"] != table["baseline"]:
                 label = f" ({entry['label']})" if several_labels else ""
                 verdict = comparison_verdict(table, entry["method"], entry["k"], label=entry["label"])
-                lines.append(f"- {entry['method']}{label}: {verdict}")
+                training = training_label((budgets or {}).get(table["baseline"]), entry["k"], entry["label"])
+                lines.append(f"- {entry['method']}{label}: {verdict} [{table['baseline']}: {training['text']}]")
     given = identity.get("given_pretrained_weights")
     if given:
         lines += ["", f"Note: {', '.join(given)} fine-tuned from one given weights file for every seed (not "
@@ -136,6 +181,28 @@ def _footer(layout: ExperimentLayout, records: list[dict]) -> tuple[str, list[di
     return "\n".join([*runs_markdown(states), *settings_markdown(records), *subsets_markdown(records)]) + "\n", states
 
 
+def _write_budget_reports(layout: ExperimentLayout, records: list[dict], pair_by: str, interval: str,
+                          written: dict[str, str]) -> dict[str, dict]:
+    """``budgets.md`` / ``.csv`` / ``.json`` and ``fig_budgets.png`` (added to ``written``) when runs have training
+    budgets; returns the budget table of each baseline."""
+    rows = budget_rows(layout, records)
+    tables = [budget_table(group, baseline, pair_by, interval) for baseline, group in comparisons(rows)]
+    if not tables:
+        return {}
+    several = len(tables) > 1
+    md = "\n".join((f"## Compared with {t['baseline']}\n\n" if several else "") +
+                   budgets_markdown(t, schedule_lines(records)) for t in tables)
+    csv_parts = [budgets_csv(t) for t in tables]
+    paths = {name: join(layout.reports, name.replace("_", ".")) for name in ("budgets_md", "budgets_csv",
+                                                                          "budgets_json")}
+    write_text_atomic(paths["budgets_md"], md)
+    write_text_atomic(paths["budgets_csv"], csv_parts[0] + "".join(p.split("\n", 1)[1] for p in csv_parts[1:]))
+    write_json_atomic(paths["budgets_json"], {"comparisons": tables})
+    paths["fig_budgets_png"] = save_figure_atomic(budgets_figure(tables), join(layout.reports, "fig_budgets.png"))
+    written.update(paths)
+    return {t["baseline"]: t for t in tables}
+
+
 def write_reports(layout: ExperimentLayout) -> dict[str, str]:
     """Write the reports over the folder's finished runs; returns ``{report name: path}`` of those written.
 
@@ -151,12 +218,15 @@ def write_reports(layout: ExperimentLayout) -> dict[str, str]:
     footer, states = _footer(layout, records)
     written = {"results_json": write_json_atomic(join(layout.reports, "results.json"),
                                                  {"runs": records, "planned_runs": states, "rows": rows})}
+    budgets = _write_budget_reports(layout, records, pair_by, interval, written)
     tables = [method_table(group, baseline, pair_by, interval) for baseline, group in comparisons(rows)]
     if tables:
         adjust_family(tables)
-        written.update(_write_tables(tables, layout.reports, "table1", footer))
+        header = "Fine-tuning schedule: " + "; ".join(schedule_lines(records)) + "\n\n"
+        notes = [_training_notes(t, budgets.get(t["baseline"])) for t in tables]
+        written.update(_write_tables(tables, layout.reports, "table1", footer, header, notes))
         written["verdict_md"] = write_text_atomic(join(layout.reports, "verdict.md"),
-                                                  verdicts(tables, identity, footer))
+                                                  verdicts(tables, identity, budgets, footer))
     references = [a for a in REFERENCE_ADAPTATIONS if any(r["method"] == arm_name(BASELINE, a) for r in rows)]
     if len({r["adaptation"] for r in rows}) > 1 and references:
         reference = method_table(rows, arm_name(BASELINE, references[0]), pair_by, interval)

@@ -2,7 +2,8 @@
 
 Each run pre-trains (once per method and pre-training seed, shared by every k and adaptation; nothing for the
 baseline; O-pseudo once per seed, k and adaptation), fine-tunes with the run's trainer, predicts the evaluated cases
-and evaluates them. ``jobs`` runs go on in parallel (each step is a subprocess): first the baseline runs and every
+and evaluates them; with training budgets it also predicts and evaluates them from the checkpoint of each budget of
+the same run. ``jobs`` runs go on in parallel (each step is a subprocess): first the baseline runs and every
 pre-training that needs no baseline, then the pre-trainings on a baseline's pseudo-labels, then the runs that
 fine-tune an encoder pre-trained before, so that no two jobs ever write the same pre-training. Unlabelled scans
 (``--unlabelled``, see :mod:`.unlabelled`) are preprocessed once before the runs. Finished runs are skipped on the
@@ -50,9 +51,13 @@ from nnunet_polycl.experiment.steps import (
     finetune_folder,
     finetune_marker,
     predict,
+    predict_budgets,
     pretrain,
+    training_budgets,
+    training_record,
 )
 from nnunet_polycl.experiment.unlabelled import ExperimentUnlabelled, check_experiment_unlabelled
+from nnunet_polycl.finetuning.budgets import FINAL_CHECKPOINT, parse_budgets
 from nnunet_polycl.finetuning.labelled_subset import SUBSET_FILE
 from nnunet_polycl.finetuning.pretrained import checked_weights, fine_tuning_target
 from nnunet_polycl.folder_lock import FolderLock
@@ -94,6 +99,7 @@ class ExperimentRequest:
     unlabelled: str | None = None  # folder of unlabelled scans for every pre-training (preset unlabelled: the raw's)
     organ_slices: str | None = None  # their weak labels, for O and M
     unlabelled_count: int | None = None  # only the first N scans of the folder (None: all; 0: none)
+    budgets: tuple[float, ...] | None = None  # training budgets: fractions of the schedule (1 is always added)
     force_mix: bool = False
     progress: bool = True
 
@@ -219,6 +225,9 @@ def prepare(req: ExperimentRequest) -> tuple[StepContext, list[RunSpec], Evaluat
     layout = ExperimentLayout(experiment_folder(req))
     given = check_given_weights(req.pretrained or {}, methods, plans_ctx, fold)
     identity = _identity(plans_ctx, fold, settings, cases, given, seeds[0] if shared else None, unlabelled)
+    budgets = parse_budgets(req.budgets) if req.budgets else ()
+    if budgets:
+        identity["budgets"] = list(budgets)
     runs = run_grid(methods, adaptations, seeds, ks, shared, as_json(identity), count)
     forced = check_experiment(layout.experiment_file, identity, req.force_mix)
     check_trainers([r.trainer(settings.schedule) for r in runs])
@@ -237,8 +246,28 @@ def prepare(req: ExperimentRequest) -> tuple[StepContext, list[RunSpec], Evaluat
     ctx = StepContext(dataset_name, fold, req.plans_identifier, CONFIGURATION, settings, device,
                       req.num_workers if req.num_workers is not None else preset.num_workers, layout, progress,
                       plans_ctx.dataset_json, jobs, not req.test_cases, given,
-                      settings_record=run_settings(as_json(identity), pretrained=True), unlabelled=unlabelled)
+                      settings_record=run_settings(as_json(identity), pretrained=True), unlabelled=unlabelled,
+                      budgets=budgets)
     return ctx, runs, cases
+
+
+def _evaluate_budgets(ctx: StepContext, run: RunSpec, budgets: list[dict], end_predictions: str,
+                      end_summary: dict) -> tuple[list, float]:
+    """Each training budget's entry ``{fraction, epoch, iterations, checkpoint, predictions, evaluation,
+    foreground_mean}`` (a budget at the last epoch is the end point itself), and the seconds its predictions took."""
+    folders, seconds = predict_budgets(ctx, run, [b for b in budgets if b["checkpoint"] != FINAL_CHECKPOINT])
+    entries = []
+    for b in budgets:
+        if b["checkpoint"] == FINAL_CHECKPOINT:
+            entries.append({**b, "predictions": end_predictions, "evaluation": ctx.layout.evaluation(run),
+                            "foreground_mean": end_summary["foreground_mean"]})
+            continue
+        folder = ctx.layout.evaluation(run, b["fraction"])
+        ctx.progress.step(run.name, f"evaluation at budget {b['fraction']:g}", folder, what="summary")
+        summary = evaluate_run(ctx.layout.labels, folders[b["fraction"]], ctx.dataset_json, folder)
+        entries.append({**b, "predictions": folders[b["fraction"]], "evaluation": folder,
+                        "foreground_mean": summary["foreground_mean"]})
+    return entries, seconds
 
 
 def _do_run(ctx: StepContext, run: RunSpec) -> dict:
@@ -248,9 +277,12 @@ def _do_run(ctx: StepContext, run: RunSpec) -> dict:
     predictions, predict_s = predict(ctx, run)
     ctx.progress.step(run.name, "evaluation", ctx.layout.evaluation(run), what="summary")
     summary = evaluate_run(ctx.layout.labels, predictions, ctx.dataset_json, ctx.layout.evaluation(run))
+    training = training_record(ctx, run)
+    budgets, budgets_s = _evaluate_budgets(ctx, run, training_budgets(ctx, run, training), predictions, summary)
     record = {**run.to_dict(), "trainer": run.trainer(ctx.settings.schedule), "pretrained_weights": weights,
-              "predictions": predictions,
-              "seconds": {"finetune": finetune_s, "predict": predict_s, "run": time.time() - start},
+              "predictions": predictions, "schedule": training.get("schedule"), "budgets": budgets,
+              "seconds": {"finetune": finetune_s, "predict": predict_s, "budgets": budgets_s,
+                          "run": time.time() - start},
               "foreground_mean": summary["foreground_mean"], **run_provenance(ctx, run)}
     write_marker(ctx.layout.finished(run), record)
     return record

@@ -1,4 +1,5 @@
-"""The steps of one run, each the command a user would type: polycl_pretrain, nnUNetv2_train, nnUNetv2_predict.
+"""The steps of one run, each the command a user would type: polycl_pretrain, nnUNetv2_train, nnUNetv2_predict, and
+with training budgets polycl_validate (or nnUNetv2_predict -chk) from each budget's checkpoint.
 
 Every step is skipped when its marker exists, and otherwise continued where the tool continues exactly
 (``polycl_pretrain --c`` restores the RNG states of its last checkpoint) or redone: an unfinished fine-tuning is moved
@@ -8,6 +9,7 @@ redone. The fine-tuning's marker and the run's ``finished.json`` record the atte
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -22,8 +24,10 @@ from nnunet_polycl.experiment.process import StepFailedError, run_logged
 from nnunet_polycl.experiment.progress import ExperimentProgress
 from nnunet_polycl.experiment.state import read_marker, write_marker
 from nnunet_polycl.experiment.unlabelled import ExperimentUnlabelled
+from nnunet_polycl.finetuning.budgets import BUDGETS_VARIABLE
 from nnunet_polycl.finetuning.pretrained import OVERRIDE_VARIABLE
-from nnunet_polycl.finetuning.trainer import CPU_THREADS_VARIABLE
+from nnunet_polycl.finetuning.trainer import CPU_THREADS_VARIABLE, RECORD_FILE
+from nnunet_polycl.finetuning.validation import validation_folder_name
 from nnunet_polycl.paths import PRETRAINED_WEIGHTS_FILE, fold_folder_name
 from nnunet_polycl.pretraining.loop import FINAL_CHECKPOINT, LATEST_CHECKPOINT
 
@@ -47,11 +51,13 @@ class StepContext:
     given_weights: dict[str, str] = field(default_factory=dict)  # method -> pretrained_weights.pth to use as it is
     settings_record: dict = field(default_factory=dict)  # the experiment's settings that define its runs
     unlabelled: ExperimentUnlabelled | None = None  # unlabelled scans of every pre-training (None: none)
+    budgets: tuple[float, ...] = ()  # training budgets (fractions of the schedule, 1 included); () = end point only
 
 
 def base_environment() -> dict[str, str]:
     """This process's environment for the steps: this environment's console scripts first on PATH, the PolyCL
-    trainers findable, unbuffered and plot-safe output, and no inherited pre-trained weights override."""
+    trainers findable, unbuffered and plot-safe output, and no inherited pre-trained weights override or training
+    budgets."""
     env = dict(os.environ)
     trainers = trainer_directory()
     listed = [p for p in env.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
@@ -61,6 +67,7 @@ def base_environment() -> dict[str, str]:
     env["PATH"] = os.pathsep.join([scripts, env.get("PATH", "")])
     env.update(PYTHONUNBUFFERED="1", MPLBACKEND="Agg", TQDM_MININTERVAL="2")
     env.pop(OVERRIDE_VARIABLE, None)
+    env.pop(BUDGETS_VARIABLE, None)
     return env
 
 
@@ -160,6 +167,8 @@ def finetune(ctx: StepContext, run: RunSpec, weights: str | None) -> float:
     env.update(nnUNet_results=ctx.layout.run_results(run), nnUNet_n_proc_DA=str(ctx.settings.augmentation_workers))
     if weights is not None:
         env[OVERRIDE_VARIABLE] = weights
+    if ctx.budgets:
+        env[BUDGETS_VARIABLE] = " ".join(f"{b:g}" for b in ctx.budgets)
     trainer = run.trainer(ctx.settings.schedule)
     argv = ["nnUNetv2_train", ctx.dataset_name, ctx.configuration, str(ctx.fold), "-tr", trainer,
             "-p", ctx.plans_identifier, "-device", ctx.device]
@@ -187,7 +196,13 @@ def predict(ctx: StepContext, run: RunSpec) -> tuple[str, float]:
             raise StepFailedError(f"nnUNetv2_train wrote no validation predictions in {folder}; see "
                                   f"{join(ctx.layout.run(run), 'finetune.log')}.")
         return folder, 0.0
-    out = ctx.layout.predictions(run)
+    return _predict_test_cases(ctx, run, None, None)
+
+
+def _predict_test_cases(ctx: StepContext, run: RunSpec, budget: float | None, checkpoint: str | None
+                        ) -> tuple[str, float]:
+    """``nnUNetv2_predict`` of the given test cases from the run's final checkpoint (or ``checkpoint``)."""
+    out = ctx.layout.predictions(run, budget)
     if isdir(out):
         shutil.rmtree(out)  # an unfinished run's partial predictions
     env = base_environment()
@@ -196,4 +211,53 @@ def predict(ctx: StepContext, run: RunSpec) -> tuple[str, float]:
     argv = ["nnUNetv2_predict", "-i", ctx.layout.images, "-o", out, "-d", ctx.dataset_name, "-c",
             ctx.configuration, "-f", str(ctx.fold), "-tr", run.trainer(ctx.settings.schedule), "-p",
             ctx.plans_identifier, "-device", ctx.device, "--disable_tta", "-npp", workers, "-nps", workers]
-    return out, _run(ctx, run.name, "prediction", argv, env, join(ctx.layout.run(run), "predict.log"))
+    if checkpoint is not None:
+        argv += ["-chk", checkpoint]
+    log = join(ctx.layout.run(run), "predict.log" if budget is None else f"predict_budget_{budget:g}.log")
+    return out, _run(ctx, run.name, "prediction" if budget is None else f"prediction at budget {budget:g}", argv,
+                     env, log)
+
+
+def training_record(ctx: StepContext, run: RunSpec) -> dict:
+    """What the run's trainer recorded in ``polycl_finetuning.json`` (initialisation, schedule, budgets); empty for
+    a trainer that writes none."""
+    path = join(finetune_folder(ctx, run), RECORD_FILE)
+    if not isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def training_budgets(ctx: StepContext, run: RunSpec, record: dict) -> list[dict]:
+    """The run's training budgets as its trainer recorded them (``record``: :func:`training_record`): ``[{fraction,
+    epoch, iterations, checkpoint}]`` (empty without ``--budgets``)."""
+    if not ctx.budgets:
+        return []
+    budgets = record.get("budgets") or []
+    if sorted(b["fraction"] for b in budgets) != sorted(ctx.budgets):
+        raise StepFailedError(f"The fine-tuning of {run.name} saved the budgets {[b['fraction'] for b in budgets]}, "
+                              f"not {list(ctx.budgets)}: it was trained with other settings. Delete "
+                              f"{ctx.layout.run(run)} to run it again.")
+    return budgets
+
+
+def predict_budgets(ctx: StepContext, run: RunSpec, budgets: list[dict]) -> tuple[dict[float, str], float]:
+    """Predict the evaluated cases from each budget's checkpoint, exactly as the end point: nnU-Net's validation of
+    the fold (``polycl_validate``, one call for all budgets) or ``nnUNetv2_predict -chk``; returns ``{fraction:
+    predictions folder}`` and the seconds it took."""
+    if not budgets:
+        return {}, 0.0
+    if not ctx.on_validation_cases:
+        folders, seconds = {}, 0.0
+        for b in budgets:
+            folders[b["fraction"]], took = _predict_test_cases(ctx, run, b["fraction"], b["checkpoint"])
+            seconds += took
+        return folders, seconds
+    env = base_environment()
+    env["nnUNet_results"] = ctx.layout.run_results(run)
+    argv = ["polycl_validate", ctx.dataset_name, ctx.configuration, str(ctx.fold), "-tr",
+            run.trainer(ctx.settings.schedule), "-p", ctx.plans_identifier, "-device", ctx.device,
+            "-chk", *[b["checkpoint"] for b in budgets]]
+    seconds = _run(ctx, run.name, "validation at the budgets", argv, env, join(ctx.layout.run(run), "budgets.log"))
+    folder = finetune_folder(ctx, run)
+    return {b["fraction"]: join(folder, validation_folder_name(b["checkpoint"])) for b in budgets}, seconds

@@ -57,6 +57,8 @@ class nnUNetTrainerPolyCL_paper(nnUNetTrainerPolyCL):
 
     polycl_batch_size = PAPER_BATCH_SIZE
     polycl_epoch_is_one_pass = True
+    polycl_optimizer_text = "Adam"
+    polycl_lr_curve_text = f"cosine with warm restarts every {PAPER_RESTART_EVERY_EPOCHS} epochs"
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = DEFAULT_DEVICE):
@@ -80,6 +82,8 @@ class nnUNetTrainerPolyCL_demo(nnUNetTrainerPolyCL_paper):
     would undo its last epochs). progress.png is drawn every 6 epochs and at the last, not every epoch (training is
     unchanged).
     """
+
+    polycl_lr_curve_text = "one cosine cycle from the start of the decay to the end of the run (no restart)"
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = DEFAULT_DEVICE):

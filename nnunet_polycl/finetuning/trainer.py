@@ -18,7 +18,9 @@ in one overridden method that calls nnU-Net's:
 - ``configure_optimizers`` / ``on_train_epoch_start``: the adaptation's stages (:mod:`.adaptation`) on the
   schedule's optimiser and decay (:mod:`.schedules`).
 - ``get_dataloaders``: seeded augmentation workers for ``_seed<s>`` variants (:mod:`.seeding`).
-- ``on_train_start``: schedules whose epoch is one pass over the labelled slices set the iterations here.
+- ``on_train_start``: schedules whose epoch is one pass over the labelled slices set the iterations here; the
+  schedule (in words, :meth:`polycl_schedule_description`) and the training budgets go into the record.
+- ``on_epoch_end``: saves the checkpoint of each training budget of ``$POLYCL_BUDGETS`` (:mod:`.budgets`).
 - ``save_checkpoint`` / ``load_checkpoint``: add (in plain types) / read back the ``polycl_finetuning`` record; a
   resumed run rebuilds the optimiser of the stage its checkpoint was written in. The checkpoint itself is nnU-Net's
   format, which nnU-Net reads with full unpickling: like nnU-Net's, only continue checkpoints you made.
@@ -44,6 +46,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from nnunet_polycl.checkpoint import UNSAFE_LOAD_VARIABLE, atomic_torch_save, atomic_write_json, plain, seed_everything
 from nnunet_polycl.environment import temporary_environment
 from nnunet_polycl.finetuning.adaptation import Stage, stage_at, stage_lr, stage_plan
+from nnunet_polycl.finetuning.budgets import FINAL_CHECKPOINT, budget_plan, budgets_from_environment
 from nnunet_polycl.finetuning.labelled_subset import SUBSET_FILE, SUBSET_SEED, choose_labelled_cases, subset_record
 from nnunet_polycl.finetuning.loss import dice_only
 from nnunet_polycl.finetuning.pretrained import (
@@ -65,7 +68,7 @@ CHECKPOINT_KEY = "polycl_finetuning"
 DEFAULT_DEVICE = torch.device("cuda")  # nnUNetTrainer's default, as a constant
 DEFAULT_ADAPTATION = "direct"
 CPU_THREADS_VARIABLE = "POLYCL_CPU_THREADS"  # torch threads on the CPU (polycl_experiment --jobs sets it)
-CHECKPOINT_FILES = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
+CHECKPOINT_FILES = (FINAL_CHECKPOINT, "checkpoint_latest.pth", "checkpoint_best.pth")
 
 
 def require_2d_configuration(plans: dict, configuration: str, trainer_name: str) -> None:
@@ -134,6 +137,7 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
         polycl_seed: seed of the run (``None``: unseeded, as nnU-Net).
         polycl_batch_size: the schedule's batch size (``None``: the plans').
         polycl_epoch_is_one_pass: iterations per epoch = ceil(labelled training slices / batch size).
+        polycl_optimizer_text, polycl_lr_curve_text: the schedule's optimiser and learning-rate curve in words.
     """
 
     polycl_strategy: str | None = DEFAULT_STRATEGY
@@ -142,6 +146,8 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
     polycl_seed: int | None = None
     polycl_batch_size: int | None = None
     polycl_epoch_is_one_pass: bool = False
+    polycl_optimizer_text: str = "SGD (momentum 0.99, Nesterov)"
+    polycl_lr_curve_text: str = "poly decay to 0 (nnU-Net's)"
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = DEFAULT_DEVICE):
@@ -150,6 +156,8 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
         require_2d_configuration(plans, configuration, name)
         folder = fold_folder(plans, configuration, fold, name)
         new_run = folder is None or not any(isfile(join(folder, f)) for f in CHECKPOINT_FILES)
+        self.polycl_budget_fractions = budgets_from_environment(os.environ)
+        self.polycl_budgets: list[dict] = []  # where each budget's checkpoint goes (set at the start of training)
         self.polycl_weights = self._checked_weights(plans, configuration, fold) if new_run else None
         super().__init__(plans, configuration, fold, dataset_json, device)
         if self.device.type == "cpu" and os.environ.get(CPU_THREADS_VARIABLE, "").isdigit():
@@ -259,12 +267,46 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
             self.print_to_log_file(f"PolyCL schedule: one epoch = one pass over the {len(train)} labelled training "
                                    f"cases' slices: {self.num_iterations_per_epoch} iterations of batch "
                                    f"{self.batch_size}; validation {self.num_val_iterations_per_epoch} iterations")
+        self.polycl_budgets = budget_plan(self.polycl_budget_fractions, self.num_epochs,
+                                          self.num_iterations_per_epoch)
+        if self.polycl_budgets:
+            self.print_to_log_file("PolyCL training budgets: " + "; ".join(
+                f"{b['fraction']:g} -> epoch {b['epoch']} ({b['iterations']} iterations): {b['checkpoint']}"
+                for b in self.polycl_budgets))
         if self.polycl_record is not None:
             self.polycl_record["schedule"] = {
-                "epochs": self.num_epochs, "iterations_per_epoch": self.num_iterations_per_epoch,
+                "description": self.polycl_schedule_description(), "epochs": self.num_epochs,
+                "iterations_per_epoch": self.num_iterations_per_epoch,
+                "iterations": self.num_epochs * self.num_iterations_per_epoch,
                 "val_iterations_per_epoch": self.num_val_iterations_per_epoch, "batch_size": self.batch_size,
                 "initial_lr": self.initial_lr, "stage_lr": stage_lr(self.polycl_adaptation, self.initial_lr)}
+            self.polycl_record["budgets"] = self.polycl_budgets
             self._write_record()
+
+    def polycl_schedule_description(self) -> str:
+        """The schedule in words, from the class's optimiser and curve and the run's numbers, e.g. "Adam lr 0.001,
+        cosine with warm restarts every 10 epochs, 100 epochs x ceil(labelled slices / 10) = 3 iterations"."""
+        iterations = str(self.num_iterations_per_epoch)
+        if self.polycl_epoch_is_one_pass:
+            iterations = f"ceil(labelled slices / {self.batch_size}) = {iterations}"
+        text = (f"{self.polycl_optimizer_text} lr {self.initial_lr:g}, {self.polycl_lr_curve_text}, "
+                f"{self.num_epochs} epochs x {iterations} iterations "
+                f"({self.num_epochs * self.num_iterations_per_epoch} in all)")
+        if self.polycl_adaptation != DEFAULT_ADAPTATION:
+            stages = ", ".join(f"{s.name} from epoch {s.first_epoch}" for s in self.polycl_plan)
+            text += (f"; adaptation {self.polycl_adaptation}: {stages}, at lr "
+                     f"{stage_lr(self.polycl_adaptation, self.initial_lr):g}")
+        return text
+
+    def on_epoch_end(self) -> None:
+        """nnU-Net's epoch end, then the checkpoint of each training budget that this epoch completes."""
+        completed = self.current_epoch + 1
+        super().on_epoch_end()
+        for budget in self.polycl_budgets:
+            if budget["epoch"] == completed and budget["checkpoint"] != FINAL_CHECKPOINT:
+                self.current_epoch -= 1  # as nnU-Net's on_train_end: the checkpoint records the epochs done
+                self.save_checkpoint(join(self.output_folder, budget["checkpoint"]))
+                self.current_epoch += 1
 
     # --- optimiser, stages -----------------------------------------------------------------------------------------
     def polycl_make_optimizer(self, params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:

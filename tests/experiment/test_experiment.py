@@ -1,9 +1,9 @@
 """``polycl_experiment`` end to end on the demo dataset, as a user types it, with a CI-sized protocol.
 
 One experiment (methods baseline and O, seeds 0 and 1, k = 2, one pre-training epoch per seed, the ``_smoke``
-fine-tuning schedule, two runs at a time) is run once for the module; the tests then check its reports, that a second
-call skips the finished runs, that a run without its marker is redone, and that a folder of another configuration or
-statistic is refused.
+fine-tuning schedule, training budgets 0.5 and 1, two runs at a time) is run once for the module; the tests then check
+its reports, the budgets, that a second call skips the finished runs, that a run without its marker is redone, and
+that a folder of another configuration or statistic is refused.
 """
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import DEMO_ID, run_cli, smoke_env
 
 METHODS, SEEDS = ("baseline", "O"), ("0", "1")
 ARGS = ["polycl_experiment", "-d", str(DEMO_ID), "-f", "0", "--preset", "demo", "--methods", *METHODS, "--seeds",
         *SEEDS, "--k", "2", "--schedule", "smoke", "--pretrain-epochs", "1", "--batch-size", "8", "--slice-fraction",
-        "0.5", "--pretraining-seeds", "per-seed", "--jobs", "2", "--no-progress"]
+        "0.5", "--pretraining-seeds", "per-seed", "--budgets", "0.5", "1", "--jobs", "2", "--no-progress"]
 RUNS = [(m, s) for m in METHODS for s in SEEDS]
 
 
@@ -113,6 +114,56 @@ def test_each_seed_pretrains_its_encoder_and_draws_its_labelled_cases(experiment
     assert len(config["identity"]["evaluated_cases"]) == 4
 
 
+def _fold_folder(folder: Path, run: str) -> Path:
+    return next((folder / "runs" / run / "nnUNet_results").glob("*/*/fold_0"))
+
+
+@pytest.mark.e2e
+def test_budgets_come_from_checkpoints_of_the_same_run_and_end_at_the_end_point(experiment):
+    folder, reports = experiment["folder"], experiment["folder"] / "reports"
+    budgets = json.loads((reports / "budgets.json").read_text())["comparisons"][0]
+    assert [(e["method"], e["budget"], e["epochs"], e["iterations"]) for e in budgets["rows"]] == [
+        (m, b, [e], [3 * e]) for b, e in ((0.5, 1), (1.0, 2)) for m in METHODS]  # _smoke: 2 epochs x 3 iterations
+    o_rows = [e for e in budgets["rows"] if e["method"] == "O"]
+    assert all(e["vs_baseline"]["n_pairs"] == 2 and e["vs_baseline"]["low"] is not None for e in o_rows)
+    table1 = {r["method"]: r for r in _table_rows(folder)}
+    for e in (e for e in budgets["rows"] if e["budget"] == 1.0):  # budget 1 is the end point, number for number
+        assert e["dice"]["mean"] == pytest.approx(float(table1[e["method"]]["dice_mean"]), abs=1e-12)
+    for method, seed in RUNS:
+        run = run_folder(folder, method, seed).name
+        record = json.loads((folder / "runs" / run / "finished.json").read_text())
+        half = next(b for b in record["budgets"] if b["fraction"] == 0.5)
+        fold = _fold_folder(folder, run)
+        assert half["checkpoint"] == "checkpoint_budget_0.5.pth" and half["predictions"] == str(
+            fold / "validation_budget_0.5")
+        assert torch.load(fold / half["checkpoint"], weights_only=False)["current_epoch"] == 1
+        summary = json.loads((folder / "runs" / run / "evaluation_budget_0.5" / "summary.json").read_text())
+        assert summary["prediction_folder"] == half["predictions"]
+        assert "2 epochs x 3 iterations (6 in all)" in record["schedule"]["description"]
+    markdown, verdict = (reports / "budgets.md").read_text(), (reports / "verdict.md").read_text()
+    label = next(line for line in markdown.splitlines() if line.startswith("End of training (baseline, k = 2"))
+    assert ("**end of training**" in label) != ("**still training: this compares speed, not end points**" in label)
+    assert label in (reports / "table1.md").read_text() and "Fine-tuning schedule: Adam lr 0.001" in markdown
+    assert "O: Verdict (k = 2 labelled scans)" in verdict and "[baseline: " in verdict
+    assert (reports / "fig_budgets.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+@pytest.mark.e2e
+def test_validation_from_the_final_checkpoint_repeats_the_end_point_exactly(experiment):
+    """polycl_validate (the budgets' path) from checkpoint_final.pth gives nnU-Net's end-point validation, byte for
+    byte."""
+    run = run_folder(experiment["folder"], "baseline", "0").name
+    fold = _fold_folder(experiment["folder"], run)
+    env = {**experiment["env"], "nnUNet_results": str(experiment["folder"] / "runs" / run / "nnUNet_results")}
+    run_cli(["polycl_validate", str(DEMO_ID), "2d", "0", "-tr", "nnUNetTrainerPolyCL_Baseline_smoke_k2_seed0",
+             "-device", "cpu", "-chk", "checkpoint_final.pth"], env)
+    cases = sorted(p.name for p in (fold / "validation").glob("*.nii.gz"))
+    assert len(cases) == 4 and cases == sorted(p.name for p in (fold / "validation_final").glob("*.nii.gz"))
+    assert all((fold / "validation" / c).read_bytes() == (fold / "validation_final" / c).read_bytes() for c in cases)
+    end, again = (json.loads((fold / f / "summary.json").read_text()) for f in ("validation", "validation_final"))
+    assert again["foreground_mean"] == end["foreground_mean"]
+
+
 @pytest.mark.e2e
 def test_second_call_skips_finished_runs(experiment):
     folder = experiment["folder"]
@@ -130,6 +181,7 @@ def test_second_call_skips_finished_runs(experiment):
     (["--pretrain-epochs", "2"], "pretrain_epochs: folder has 1, now 2"),
     (["--pair-by", "case"], "pair_by: folder has 'run', now 'case'"),
     (["--interval", "bootstrap"], "interval: folder has 't', now 'bootstrap'"),
+    (["--budgets", "0.25", "1"], "budgets: folder has [0.5, 1.0], now [0.25, 1.0]"),
 ])
 def test_other_configuration_or_statistic_is_refused_and_nothing_is_touched(experiment, extra, difference):
     folder = experiment["folder"]
@@ -267,3 +319,18 @@ def test_shared_pretraining_with_another_first_seed_is_refused(demo_in_process, 
     prepare(request((0, 2)))  # more seeds, same shared pre-training: allowed
     with pytest.raises(PolyCLUserError, match="shared_pretraining_seed: folder has 0, now 1"):
         prepare(request((1, 2)))
+
+
+def test_without_budgets_every_comparison_says_the_end_of_training_was_not_checked():
+    from nnunet_polycl.evaluation import method_table
+    from nnunet_polycl.evaluation.budgets import budget_table
+    from nnunet_polycl.evaluation.convergence import END, NOT_CHECKED
+    from nnunet_polycl.experiment.reports import verdicts
+
+    rows = [dict(method=m, seed=s, k=1, case=c, label="liver", dice=0.5 + 0.01 * s + (0.02 if m == "O" else 0),
+                 hd=1.0, hd95=1.0) for m in METHODS for s in range(5) for c in ("a", "b")]
+    tables = [method_table(rows)]
+    text = verdicts(tables, {})
+    assert text.count(f"[baseline: {NOT_CHECKED}]") == 1 and "O: Verdict (k = 1 labelled scan)" in text
+    settled = budget_table([{**r, "budget": b, "epoch": 1, "iterations": 1} for r in rows for b in (0.5, 1.0)])
+    assert f"[baseline: {END}]" in verdicts(tables, {}, {"baseline": settled})  # the same Dice at 0.5 and 1
