@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(rounded to the nearest epoch, at least 1), predicted and evaluated exactly as the end point. "
                         "Writes budgets.md/.csv/.json and fig_budgets.png and labels every comparison by whether the "
                         "baseline reached the end of its training (needs the budget 0.5). Part of the experiment's "
-                        "identity")
+                        "identity (default: 0.5 1, every preset; --budgets 1: the end point only, not checked)")
     p.add_argument("--jobs", type=int, default=None,
                    help="runs at a time (each step is a subprocess; default: the preset's)")
     p.add_argument("--num-workers", type=int, default=None,

@@ -76,6 +76,7 @@ class Preset:
     jobs: int = 1
     description: str = ""
     unlabelled: bool = False  # needs unlabelled scans (default: the raw dataset's imagesUnlabelled folder)
+    budgets: tuple[float, ...] = (0.5, 1.0)  # training budgets evaluated (--budgets overrides): the end-of-training check
 
 
 PRESETS = {

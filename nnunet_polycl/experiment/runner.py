@@ -225,7 +225,7 @@ def prepare(req: ExperimentRequest) -> tuple[StepContext, list[RunSpec], Evaluat
     layout = ExperimentLayout(experiment_folder(req))
     given = check_given_weights(req.pretrained or {}, methods, plans_ctx, fold)
     identity = _identity(plans_ctx, fold, settings, cases, given, seeds[0] if shared else None, unlabelled)
-    budgets = parse_budgets(req.budgets) if req.budgets else ()
+    budgets = parse_budgets(req.budgets or preset.budgets)
     if budgets:
         identity["budgets"] = list(budgets)
     runs = run_grid(methods, adaptations, seeds, ks, shared, as_json(identity), count)

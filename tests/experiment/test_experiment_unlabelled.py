@@ -112,7 +112,8 @@ def unlabelled_demo(nnunet_root, preprocessed_demo, tmp_path_factory) -> dict:
     shutil.copytree(preprocessed_demo, root / "preprocessed" / preprocessed_demo.name)
     proc = run_cli(["polycl_experiment", "-d", str(DEMO_ID), "--preset", "unlabelled", "--methods", "baseline", "O",
                     "O-pseudo", "--seeds", "0", "--k", "1", "--unlabelled-count", "2", "--schedule", "smoke",
-                    "--pretrain-epochs", "1", "--batch-size", "8", "--jobs", "2", "--no-progress"], env)
+                    "--pretrain-epochs", "1", "--batch-size", "8", "--budgets", "1", "--jobs", "2", "--no-progress"],
+                   env)
     raw = root / "raw" / preprocessed_demo.name
     return {"proc": proc, "raw": raw, "folder": root / "results" / preprocessed_demo.name /
             "PolyCL_experiment__unlabelled__N2__fold_0"}
