@@ -78,5 +78,13 @@ dice = summary["aggregates"]["liver"]["dice"]
 print(f"PolyCL-O fine-tuned on all labelled scans: validation Dice {dice['mean']:.3f} "
       f"(mean of {dice['n']} validation cases, min {dice['min']:.3f}).")
 PY
+python - "$EXP/reports/budgets.json" <<'PY'
+import json, sys
+table = json.load(open(sys.argv[1]))["comparisons"][0]
+end = [e for e in table["rows"] if e["budget"] == 1.0]
+budget = f"{end[0]['epochs'][0]} epochs, {end[0]['iterations'][0]} iterations (mean over runs)"
+print(f"At the end of the fine-tuning budget ({budget}), k = 1: " + ", ".join(
+    f"{e['method']} {e['dice']['mean']:.3f}" for e in end) + " validation Dice (mean over runs).")
+PY
 tail -n +3 "$EXP/reports/verdict.md"
 grep "^End of training" "$EXP/reports/budgets.md"
