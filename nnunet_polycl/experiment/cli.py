@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate these cases (from imagesTr/imagesTs, with labels) or the cases listed in a file, "
                         "one per line (default: the fold's validation cases)")
     p.add_argument("-o", dest="output_folder", default=None,
-                   help="experiment folder (default $nnUNet_results/<dataset>/PolyCL_experiment__<preset>__fold_<f>)")
+                   help="experiment folder (default $nnUNet_results/<dataset>/PolyCL_experiment__<preset>__fold_<f>, "
+                        "with __N<n> or __Nall before __fold_ when pre-training uses unlabelled scans)")
     p.add_argument("-device", default=None, choices=["cpu", "cuda", "mps"],
                    help="device of every step (default: the preset's: demo cpu, paper cuda)")
     p.add_argument("--pretrain-epochs", type=int, default=None, help="override the preset's pre-training epochs")
