@@ -82,23 +82,30 @@ def test_opting_in_loads_foreign_weights_and_records_it(write_pretraining, make_
     assert f"WARNING: {ALLOW_FOREIGN_VARIABLE}=1" in Path(trainer.log_file).read_text()
 
 
-def test_a_changed_split_that_makes_pretraining_cases_validation_cases_is_refused(
-        write_pretraining, make_trainer, demo_in_process, preprocessed_demo):
-    path = write_pretraining()  # pre-trained on fold 0's training cases
+def refused_after_moving_to_validation(make_trainer, demo_in_process, preprocessed_demo,
+                                       count: int) -> tuple[str, list[str]]:
+    """The refusal message when fold 0's split is changed so that ``count`` training cases (of the pre-training)
+    become its validation cases, and those cases; the split file is restored afterwards."""
     splits_file = preprocessed_demo / "splits_final.json"
     original = splits_file.read_text() if splits_file.exists() else None
     train, val = make_trainer("nnUNetTrainer").do_split()  # writes nnU-Net's split when missing
     splits = json.loads(splits_file.read_text())
-    moved = sorted(train)[:2]
+    moved = sorted(train)[:count]
     splits[0] = {"train": sorted(set(train) - set(moved)) + sorted(val), "val": moved}
     try:
         splits_file.write_text(json.dumps(splits))
-        message = refused(make_trainer, demo_in_process)
+        return refused(make_trainer, demo_in_process), moved
     finally:
         if original is None:
             splits_file.unlink()
         else:
             splits_file.write_text(original)
+
+
+def test_a_changed_split_that_makes_pretraining_cases_validation_cases_is_refused(
+        write_pretraining, make_trainer, demo_in_process, preprocessed_demo):
+    path = write_pretraining()  # pre-trained on fold 0's training cases
+    message, moved = refused_after_moving_to_validation(make_trainer, demo_in_process, preprocessed_demo, 2)
     assert f"pre-trained on 2 case(s) that are validation cases of fold 0 now ({', '.join(moved)})" in message
     assert str(path) in message and "splits_final.json changed after pre-training" in message
 

@@ -15,7 +15,7 @@ from nnunet_polycl.checkpoint import UNSAFE_LOAD_VARIABLE
 from nnunet_polycl.finetuning import CHECKPOINT_KEY, OVERRIDE_VARIABLE, RECORD_FILE
 from nnunet_polycl.finetuning.pretrained import ALLOW_FOREIGN_VARIABLE
 from tests.finetuning.finetune_helpers import encoder_tensors, network_state, same_tensors
-from tests.finetuning.test_finetune_errors import TRAINER, edit_meta, refused
+from tests.finetuning.test_finetune_errors import TRAINER, edit_meta, refused, refused_after_moving_to_validation
 
 
 class Payload:
@@ -119,19 +119,6 @@ def test_a_leak_is_refused_under_the_foreign_opt_in(write_pretraining, make_trai
     path = write_pretraining()  # pre-trained on fold 0's training cases
     edit_meta(path, plans_fingerprint="0" * 64)
     monkeypatch.setenv(ALLOW_FOREIGN_VARIABLE, "1")
-    splits_file = preprocessed_demo / "splits_final.json"
-    original = splits_file.read_text() if splits_file.exists() else None
-    train, val = make_trainer("nnUNetTrainer").do_split()  # writes nnU-Net's split when missing
-    splits = json.loads(splits_file.read_text())
-    moved = sorted(train)[:1]
-    splits[0] = {"train": sorted(set(train) - set(moved)) + sorted(val), "val": moved}
-    try:
-        splits_file.write_text(json.dumps(splits))
-        message = refused(make_trainer, demo_in_process)
-    finally:
-        if original is None:
-            splits_file.unlink()
-        else:
-            splits_file.write_text(original)
+    message, moved = refused_after_moving_to_validation(make_trainer, demo_in_process, preprocessed_demo, 1)
     assert f"pre-trained on 1 case(s) that are validation cases of fold 0 now ({moved[0]})" in message
     assert f"no opt-in allows this, {ALLOW_FOREIGN_VARIABLE} included" in message and str(path) in message
