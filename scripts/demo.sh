@@ -24,7 +24,9 @@ nnUNet_n_proc_DA=1 nnUNetv2_plan_and_preprocess -d "$ID" -c 2d -np 2 --verify_da
 
 step "3/8 PolyCL pre-training of the nnU-Net 2D encoder (strategy O, fold 0's training scans)"
 # lr 1e-3: with the paper's 1e-4 an encoder on 16 small scans memorises them before it learns anything that transfers
-polycl_pretrain -d "$ID" -s O --epochs 3 --lr 1e-3 --batch-size 16 --num-workers 0 -device "$DEVICE" --c
+# 2 torch threads on any machine: the thread count changes the floating-point sums, so the shared encoder (and every
+# number of step 8) is the same on every CPU with the same software
+OMP_NUM_THREADS=2 polycl_pretrain -d "$ID" -s O --epochs 3 --lr 1e-3 --batch-size 16 --num-workers 0 -device "$DEVICE" --c
 PRETRAINING="$nnUNet_results/Dataset${ID}_PolyCLDemo/PolyCL_O__nnUNetPlans__2d/fold_0"
 
 step "4/8 does the encoder transfer to scans it never saw? (polycl_probe on fold 0's validation scans)"
