@@ -5,6 +5,8 @@
 - A second process is refused with a one-line :class:`~nnunet_polycl.paths.PolyCLUserError` naming the holder and
   the lock file. The kernel drops the lock when its holder dies (even by ``kill -9``): a lock file that nobody
   holds is stale and is taken over, which :meth:`FolderLock.acquire` reports.
+- Forked children (data-loading workers) close their copy of the lock's descriptor: a worker that outlives its
+  killed parent for a moment must not keep the lock held (the next run's ``--c`` would be refused).
 - Released, the file is removed, and so are the folders the lock created if they are still empty (a run refused
   for bad input leaves nothing behind).
 - Folders on network file systems: ``flock`` is honoured by NFS v4 clients on Linux; on file systems without any
@@ -21,6 +23,20 @@ from os.path import dirname, isdir, join
 from nnunet_polycl.paths import PolyCLUserError
 
 LOCK_FILE = ".polycl.lock"
+_HELD: set[int] = set()  # descriptors of the locks this process holds
+
+
+def _close_in_child() -> None:
+    """After a fork: the child closes its copies of the held locks' descriptors (the parent's lock stays held)."""
+    for fd in list(_HELD):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
 
 
 class FolderLock:
@@ -69,6 +85,7 @@ class FolderLock:
                       f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n").encode())
         os.fsync(fd)
         self._fd = fd
+        _HELD.add(fd)
         return self
 
     def release(self) -> None:
@@ -79,6 +96,7 @@ class FolderLock:
             os.remove(self.path)
         except FileNotFoundError:
             pass
+        _HELD.discard(self._fd)
         os.close(self._fd)
         self._fd = None
         self._remove_created_folders()

@@ -55,3 +55,25 @@ def test_release_removes_only_the_empty_folders_the_lock_created(tmp_path):
     with FolderLock(str(tmp_path / "x" / "y"), "polycl_pretrain"):  # e.g. a run refused for bad input
         assert (tmp_path / "x" / "y" / LOCK_FILE).is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+
+
+HOLD_AND_FORK = ("import os, sys, time\nfrom nnunet_polycl.folder_lock import FolderLock\n"
+                 "FolderLock(sys.argv[1], 'holder').acquire()\nchild = os.fork()\n"
+                 "if child == 0:\n    time.sleep(120)\n    os._exit(0)\n"
+                 "print(child, flush=True)\ntime.sleep(120)\n")
+
+
+def test_a_forked_worker_that_outlives_its_killed_holder_does_not_keep_the_lock(tmp_path):
+    """A data-loading worker forked by the holder may live on for a moment after the holder is killed: the lock is
+    still taken over (``polycl_pretrain --c`` right after a kill -9)."""
+    folder = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_AND_FORK, str(folder)], stdout=subprocess.PIPE, text=True)
+    child = int(holder.stdout.readline())
+    try:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+        os.kill(child, 0)  # the forked worker is still alive
+        with FolderLock(str(folder), "polycl_pretrain") as lock:
+            assert lock.took_over and f"holder pid {holder.pid}" in lock.took_over
+    finally:
+        os.kill(child, signal.SIGKILL)
