@@ -98,7 +98,7 @@ def budget_rows(layout: ExperimentLayout, records: list[dict]) -> list[dict]:
 
 def schedule_lines(records: list[dict]) -> list[str]:
     """The fine-tuning schedules of the runs in words (as their trainers recorded them), with how many runs each."""
-    described = [(r.get("schedule") or {}).get("description") or f"{r['trainer']} (no schedule recorded)"
+    described = [(r.get("training_schedule") or {}).get("description") or f"{r['trainer']} (no schedule recorded)"
                  for r in records]
     return [f"{text} ({described.count(text)} run{'s' if described.count(text) != 1 else ''})"
             for text in dict.fromkeys(described)]

@@ -280,7 +280,7 @@ def _do_run(ctx: StepContext, run: RunSpec) -> dict:
     training = training_record(ctx, run)
     budgets, budgets_s = _evaluate_budgets(ctx, run, training_budgets(ctx, run, training), predictions, summary)
     record = {**run.to_dict(), "trainer": run.trainer(ctx.settings.schedule), "pretrained_weights": weights,
-              "predictions": predictions, "schedule": training.get("schedule"), "budgets": budgets,
+              "predictions": predictions, "training_schedule": training.get("schedule"), "budgets": budgets,
               "seconds": {"finetune": finetune_s, "predict": predict_s, "budgets": budgets_s,
                           "run": time.time() - start},
               "foreground_mean": summary["foreground_mean"], **run_provenance(ctx, run)}

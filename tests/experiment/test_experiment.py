@@ -139,7 +139,7 @@ def test_budgets_come_from_checkpoints_of_the_same_run_and_end_at_the_end_point(
         assert torch.load(fold / half["checkpoint"], weights_only=False)["current_epoch"] == 1
         summary = json.loads((folder / "runs" / run / "evaluation_budget_0.5" / "summary.json").read_text())
         assert summary["prediction_folder"] == half["predictions"]
-        assert "2 epochs x 3 iterations (6 in all)" in record["schedule"]["description"]
+        assert "2 epochs x 3 iterations (6 in all)" in record["training_schedule"]["description"]
     markdown, verdict = (reports / "budgets.md").read_text(), (reports / "verdict.md").read_text()
     label = next(line for line in markdown.splitlines() if line.startswith("End of training (baseline, k = 2"))
     assert ("**end of training**" in label) != ("**still training: this compares speed, not end points**" in label)
