@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# README command 1: the whole PolyCL pipeline on the built-in synthetic demo dataset, CPU-sized (~11 min on 2 cores).
+# README command 1: the whole PolyCL pipeline on the built-in synthetic demo dataset, CPU-sized (~9 min on 2 cores).
 # Creates/reuses ./.venv, installs the package, and uses ./work/demo for nnUNet_raw / _preprocessed / _results unless
 # those variables are already set. Re-running reuses what is already there.
 set -euo pipefail
@@ -84,7 +84,9 @@ python - "$EXP/reports/budgets.json" <<'PY'
 import json, sys
 table = json.load(open(sys.argv[1]))["comparisons"][0]
 end = [e for e in table["rows"] if e["budget"] == 1.0]
-budget = f"{end[0]['epochs'][0]} epochs, {end[0]['iterations'][0]} iterations (mean over runs)"
+steps = sorted({i for e in end for i in e["iterations"]})
+steps = f"{steps[0]}" if len(steps) == 1 else f"{steps[0]}-{steps[-1]}"
+budget = f"{end[0]['epochs'][0]} epochs, {steps} Adam steps per run"
 print(f"At the end of the fine-tuning budget ({budget}), k = 1: " + ", ".join(
     f"{e['method']} {e['dice']['mean']:.3f}" for e in end) + " validation Dice (mean over runs).")
 PY
