@@ -137,6 +137,7 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
         polycl_seed: seed of the run (``None``: unseeded, as nnU-Net).
         polycl_batch_size: the schedule's batch size (``None``: the plans').
         polycl_epoch_is_one_pass: iterations per epoch = ceil(labelled training slices / batch size).
+        polycl_passes_per_epoch: with ``polycl_epoch_is_one_pass``, an epoch is this many passes (validation: one).
         polycl_optimizer_text, polycl_lr_curve_text: the schedule's optimiser and learning-rate curve in words.
     """
 
@@ -146,6 +147,7 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
     polycl_seed: int | None = None
     polycl_batch_size: int | None = None
     polycl_epoch_is_one_pass: bool = False
+    polycl_passes_per_epoch: int = 1
     polycl_optimizer_text: str = "SGD (momentum 0.99, Nesterov)"
     polycl_lr_curve_text: str = "poly decay to 0 (nnU-Net's)"
 
@@ -262,11 +264,13 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
         super().on_train_start()
         if self.polycl_epoch_is_one_pass:
             train, val = self.polycl_split
-            self.num_iterations_per_epoch = iterations_per_pass(self, train)
+            passes = self.polycl_passes_per_epoch
+            self.num_iterations_per_epoch = passes * iterations_per_pass(self, train)
             self.num_val_iterations_per_epoch = iterations_per_pass(self, val)
-            self.print_to_log_file(f"PolyCL schedule: one epoch = one pass over the {len(train)} labelled training "
-                                   f"cases' slices: {self.num_iterations_per_epoch} iterations of batch "
-                                   f"{self.batch_size}; validation {self.num_val_iterations_per_epoch} iterations")
+            self.print_to_log_file(f"PolyCL schedule: one epoch = {_passes_text(passes)} over the {len(train)} "
+                                   f"labelled training cases' slices: {self.num_iterations_per_epoch} iterations of "
+                                   f"batch {self.batch_size}; validation {self.num_val_iterations_per_epoch} "
+                                   f"iterations")
         self.polycl_budgets = budget_plan(self.polycl_budget_fractions, self.num_epochs,
                                           self.num_iterations_per_epoch)
         if self.polycl_budgets:
@@ -288,7 +292,8 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
         cosine with warm restarts every 10 epochs, 100 epochs x ceil(labelled slices / 10) = 3 iterations"."""
         iterations = str(self.num_iterations_per_epoch)
         if self.polycl_epoch_is_one_pass:
-            iterations = f"ceil(labelled slices / {self.batch_size}) = {iterations}"
+            passes = "" if self.polycl_passes_per_epoch == 1 else f"{self.polycl_passes_per_epoch} x "
+            iterations = f"{passes}ceil(labelled slices / {self.batch_size}) = {iterations}"
         text = (f"{self.polycl_optimizer_text} lr {self.initial_lr:g}, {self.polycl_lr_curve_text}, "
                 f"{self.num_epochs} epochs x {iterations} iterations "
                 f"({self.num_epochs * self.num_iterations_per_epoch} in all)")
@@ -396,6 +401,10 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
             self.print_to_log_file("Continuing a run whose weights come from its checkpoint: "
                                    + describe_record(origin))
             self._write_record()
+
+
+def _passes_text(passes: int) -> str:
+    return "one pass" if passes == 1 else f"{passes} passes"
 
 
 def iterations_per_pass(trainer: nnUNetTrainer, cases: list[str]) -> int:

@@ -6,7 +6,7 @@ settings never share a folder):
 
 - method: none = ``polycl_pretrain``'s default strategy (O); ``_S``, ``_O``, ``_M``, ``_SimCLR`` load the
   pre-training of that strategy (``-s S|O|M|simclr``); ``_Baseline`` = same loss and schedule from random weights;
-- schedule: none = nnU-Net's default; ``_paper``, ``_demo``, ``_smoke`` (see :mod:`.schedules`);
+- schedule: none = nnU-Net's default; ``_paper``, ``_demo``, ``_endpoint``, ``_smoke`` (see :mod:`.schedules`);
 - adaptation: none = the default (:data:`~nnunet_polycl.finetuning.trainer.DEFAULT_ADAPTATION`); ``_direct``,
   ``_warmup``, ``_decoderfirst``, ``_frozen`` (see :mod:`.adaptation`);
 - ``_k<k>`` (k >= 1): fine-tune on k of the fold's training cases (see :mod:`.labelled_subset`);
@@ -27,6 +27,7 @@ from nnunet_polycl.finetuning.adaptation import ADAPTATIONS
 from nnunet_polycl.finetuning.labelled_subset import SUBSET_SEED
 from nnunet_polycl.finetuning.schedules import (
     nnUNetTrainerPolyCL_demo,
+    nnUNetTrainerPolyCL_endpoint,
     nnUNetTrainerPolyCL_paper,
     nnUNetTrainerPolyCL_smoke,
 )
@@ -37,7 +38,7 @@ BASE_NAME = "nnUNetTrainerPolyCL"
 METHODS: dict[str, str | None] = {"_S": "S", "_O": "O", "_M": "M", "_SimCLR": "simclr", "_Baseline": None}
 SCHEDULES: dict[str, type[nnUNetTrainerPolyCL]] = {
     "": nnUNetTrainerPolyCL, "_paper": nnUNetTrainerPolyCL_paper, "_demo": nnUNetTrainerPolyCL_demo,
-    "_smoke": nnUNetTrainerPolyCL_smoke,
+    "_endpoint": nnUNetTrainerPolyCL_endpoint, "_smoke": nnUNetTrainerPolyCL_smoke,
 }
 NNUNET_SCHEDULE = "nnU-Net's default: 1000 epochs x 250 iterations, SGD lr 1e-2 with poly decay."
 ADAPTATION_DOCS = {
@@ -48,7 +49,7 @@ ADAPTATION_DOCS = {
     "frozen": "encoder frozen for the whole run; the decoder follows the schedule",
 }
 NAME_PATTERN = re.compile(
-    BASE_NAME + r"(?P<method>" + "|".join(METHODS) + r")?(?P<schedule>_paper|_demo|_smoke)?"
+    BASE_NAME + r"(?P<method>" + "|".join(METHODS) + r")?(?P<schedule>" + "|".join(s for s in SCHEDULES if s) + r")?"
     r"(?:_(?P<adaptation>" + "|".join(ADAPTATIONS) + r"))?(?:_k(?P<k>[1-9][0-9]*))?(?:_seed(?P<seed>0|[1-9][0-9]*))?"
 )
 
@@ -65,7 +66,7 @@ def describe_variant(name: str) -> str:
     m = NAME_PATTERN.fullmatch(name)
     if m is None:
         raise ValueError(f"{name!r} is not a PolyCL trainer name ({BASE_NAME}[_S|_O|_M|_SimCLR|_Baseline]"
-                         f"[_paper|_demo|_smoke][_{'|_'.join(ADAPTATIONS)}][_k<k>][_seed<s>]).")
+                         f"[{'|'.join(s for s in SCHEDULES if s)}][_{'|_'.join(ADAPTATIONS)}][_k<k>][_seed<s>]).")
     method, schedule, k = m.group("method"), m.group("schedule") or "", m.group("k")
     adaptation, seed = m.group("adaptation") or DEFAULT_ADAPTATION, m.group("seed")
     strategy = METHODS[method] if method else DEFAULT_STRATEGY
