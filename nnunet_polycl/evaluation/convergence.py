@@ -6,6 +6,8 @@ measures how fast each gets there. The rule, on the baseline's mean Dice over se
 
 - "end of training": the mean changed by less than :data:`TOLERANCE` between the two, and the 95% interval of that
   paired change includes 0;
+- "past its best: ...": the mean fell by :data:`TOLERANCE` or more (the baseline over-fits: longer training made it
+  worse, so its end point is not its best point);
 - "still training: this compares speed, not end points": otherwise;
 - not checked: without the two budgets (run ``--budgets 0.5 1`` or more), or when the change is small but one seed
   gives no interval.
@@ -18,6 +20,8 @@ TOLERANCE = 0.01
 HALF, FULL = 0.5, 1.0
 END = "end of training"
 STILL = "still training: this compares speed, not end points"
+PAST_BEST = ("past its best: the baseline lost Dice over the last doubling (over-fitting), so this compares end "
+             "points after the baseline's best point")
 NOT_CHECKED = "end of training not checked (run with --budgets 0.5 1 or more)"
 ONE_SEED = "end of training not checked (one seed gives no interval of the change: run 2 or more seeds)"
 RULE = (f"end of training = the baseline's mean Dice changed by less than {TOLERANCE} between the budgets {HALF:g} "
@@ -42,6 +46,8 @@ def end_of_training(half: dict[int, float], full: dict[int, float], interval: st
         return {"status": "not_checked", "text": ONE_SEED, "change": change}
     if small and change["low"] <= 0 <= change["high"]:
         return {"status": "end", "text": END, "change": change}
+    if change["difference"] <= -TOLERANCE:
+        return {"status": "past_best", "text": PAST_BEST, "change": change}
     return {"status": "still", "text": STILL, "change": change}
 
 

@@ -7,7 +7,7 @@ import io
 import pytest
 
 from nnunet_polycl.evaluation.budgets import budget_table, budgets_csv, budgets_figure, budgets_markdown
-from nnunet_polycl.evaluation.convergence import END, NOT_CHECKED, ONE_SEED, STILL, end_of_training
+from nnunet_polycl.evaluation.convergence import END, NOT_CHECKED, ONE_SEED, PAST_BEST, STILL, end_of_training
 from nnunet_polycl.finetuning.budgets import budget_epoch, budget_plan, parse_budgets
 from nnunet_polycl.paths import PolyCLUserError
 
@@ -37,13 +37,24 @@ def test_end_of_training_when_the_baseline_moved_less_than_001_over_the_last_dou
 @pytest.mark.parametrize("changes", [
     (0.03, 0.02, 0.04, 0.05, 0.01),  # moved by +0.03: still improving
     (0.008, 0.009, 0.007, 0.008, 0.009),  # less than 0.01, but every seed rose: the interval excludes 0
-    (-0.05, -0.04, -0.06, -0.05, -0.03),  # fell: not at a resting end point either
+    (-0.008, -0.009, -0.007, -0.008, -0.009),  # fell by less than 0.01 on every seed: not at rest either
 ])
 def test_still_training_otherwise(changes):
     half = {s: 0.40 + 0.02 * s for s in SEEDS}
     result = end_of_training(half, {s: half[s] + d for s, d in zip(SEEDS, changes, strict=True)})
     assert result["status"] == "still"
     assert result["text"] == STILL == "still training: this compares speed, not end points"
+
+
+@pytest.mark.parametrize("changes", [
+    (-0.05, -0.04, -0.06, -0.05, -0.03),  # every seed fell
+    (-0.08, 0.03, -0.10, 0.02, -0.02),  # the mean fell by 0.03, the interval includes 0
+])
+def test_a_baseline_that_lost_dice_over_the_last_doubling_is_past_its_best_not_still_training(changes):
+    half = {s: 0.70 + 0.02 * s for s in SEEDS}
+    result = end_of_training(half, {s: half[s] + d for s, d in zip(SEEDS, changes, strict=True)})
+    assert result["status"] == "past_best" and result["text"] == PAST_BEST
+    assert "over-fitting" in PAST_BEST and result["change"]["difference"] < -0.01
 
 
 def test_not_checked_without_the_half_budget_or_with_one_small_pair():

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from nnunet_polycl.finetuning.adaptation import PRETRAINED_LR_FACTOR, stage_plan, warmup_length
+from nnunet_polycl.finetuning.trainer import iterations_per_pass
 from nnunet_polycl.network import encoder_of, unwrap
 from tests.finetuning.finetune_helpers import decoder_tensors, encoder_tensors, network_state, same_tensors
 
@@ -174,6 +175,17 @@ def test_paper_protocol_counts_its_iterations_from_the_labelled_slices(make_trai
     assert trainer.num_val_iterations_per_epoch == math.ceil(sum(slices[c] for c in val) / 10)
     assert "one pass over the 2 labelled training cases' slices" in Path(trainer.log_file).read_text()
     assert os.path.basename(trainer.output_folder) == "fold_0"
+
+
+def test_long_schedule_is_200_passes_as_20_epochs_of_10(make_trainer):
+    trainer = make_trainer("nnUNetTrainerPolyCL_Baseline_long_k1_seed0")
+    trainer.on_train_start()
+    train, _ = trainer.polycl_split
+    per_pass = iterations_per_pass(trainer, train)
+    assert trainer.num_epochs == 20 and trainer.num_iterations_per_epoch == 10 * per_pass
+    assert f"20 epochs x 10 x ceil(labelled slices / 10) = {10 * per_pass} iterations ({200 * per_pass} in all)" in \
+        trainer.polycl_schedule_description()
+    assert "one epoch = 10 passes over the 1 labelled training cases' slices" in Path(trainer.log_file).read_text()
 
 
 def test_demo_draws_progress_every_sixth_epoch_and_at_the_last(make_trainer):
