@@ -26,7 +26,8 @@ def planned_runs(experiment: dict) -> list[str]:
         grid, identity = call["grid"], call["identity"]
         shared = identity.get("pretraining_seeds") == "shared" or bool(identity.get("given_pretrained_weights"))
         for run in run_grid(tuple(grid["methods"]), tuple(grid["adaptations"]), tuple(grid["seeds"]),
-                            tuple(parse_k(k) for k in grid["ks"]), shared, identity):
+                            tuple(parse_k(k) for k in grid["ks"]), shared, identity,
+                            identity.get("unlabelled_count")):
             names.setdefault(run.name)
     return list(names)
 

@@ -33,13 +33,15 @@ def write_run(root: Path, run, dice: list[float], identity: dict, labelled: list
         "labelled_cases": labelled, "redone_from_scratch_after": []}))
 
 
-def make_experiment(root: Path, identity: dict = IDENTITY, grid: dict = GRID, skip=(), gain: float = 0.0) -> list:
-    """An experiment folder whose runs have no true difference (``gain`` 0) apart from those in ``skip``."""
+def make_experiment(root: Path, identity: dict = IDENTITY, grid: dict = GRID, skip=(), gain: float = 0.0,
+                    unlabelled: int | None = None) -> list:
+    """An experiment folder whose runs have no true difference (``gain`` 0) apart from those in ``skip``;
+    ``unlabelled``: the number of unlabelled scans its pre-trainings used."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "experiment.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "identity": identity,
                                                       "history": [{"grid": grid, "identity": identity}]}))
     runs = run_grid(tuple(grid["methods"]), tuple(grid["adaptations"]), tuple(grid["seeds"]), tuple(grid["ks"]),
-                    False, identity)
+                    False, identity, unlabelled)
     rng = np.random.default_rng(3)
     for run in runs:
         if (run.method, run.seed, run.k) in skip:
@@ -73,6 +75,14 @@ def test_every_report_lists_planned_failed_missing_and_unreadable_runs_and_the_f
     assert o1["n_runs"] == 5 and o1["metrics"]["dice"]["vs_baseline"]["n_pairs"] == 5  # the same paired runs
     states = json.loads(Path(written["results_json"]).read_text())["planned_runs"]
     assert sum(s["state"] == "finished" for s in states) == 21
+
+
+def test_runs_pre_trained_with_unlabelled_scans_are_counted_as_finished_not_missing(tmp_path):
+    identity = {**IDENTITY, "unlabelled_folder": "/u", "unlabelled_count": 200, "unlabelled_scans_sha256": "ab"}
+    runs = make_experiment(tmp_path / "exp", identity=identity, unlabelled=200)
+    assert any(r.name.endswith(f"__N200__{r.tag}") for r in runs)  # O's folders carry __N200
+    written = write_reports(ExperimentLayout(str(tmp_path / "exp")))
+    assert "Runs planned: 24 (24 finished)." in Path(written["verdict_md"]).read_text()
 
 
 def test_no_effect_experiment_gets_no_better_or_worse_verdict_through_the_writer(tmp_path):
