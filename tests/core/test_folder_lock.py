@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -57,11 +58,11 @@ def test_release_removes_only_the_empty_folders_the_lock_created(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
 
 
-# The child reports once it runs Python code, so after its fork handlers have run (on a loaded machine the parent can
-# be killed before the child was ever scheduled); the parent reports the child's pid.
+# The child touches sys.argv[2] once it runs Python code, so after its fork handlers have run (on a loaded machine the
+# parent can be killed before the child was ever scheduled); the parent prints the child's pid.
 HOLD_AND_FORK = ("import os, sys, time\nfrom nnunet_polycl.folder_lock import FolderLock\n"
                  "FolderLock(sys.argv[1], 'holder').acquire()\nchild = os.fork()\n"
-                 "if child == 0:\n    print('child running', flush=True)\n    time.sleep(120)\n    os._exit(0)\n"
+                 "if child == 0:\n    open(sys.argv[2], 'w').close()\n    time.sleep(120)\n    os._exit(0)\n"
                  "print(child, flush=True)\ntime.sleep(120)\n")
 
 
@@ -69,9 +70,14 @@ def test_a_forked_worker_that_outlives_its_killed_holder_does_not_keep_the_lock(
     """A data-loading worker forked by the holder may live on for a moment after the holder is killed: the lock is
     still taken over (``polycl_pretrain --c`` right after a kill -9)."""
     folder = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_AND_FORK, str(folder)], stdout=subprocess.PIPE, text=True)
-    lines = [holder.stdout.readline().strip() for _ in range(2)]  # in either order
-    child = int(next(line for line in lines if line.isdigit()))
+    running = tmp_path / "child_running"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_AND_FORK, str(folder), str(running)],
+                              stdout=subprocess.PIPE, text=True)
+    child = int(holder.stdout.readline())
+    for _ in range(600):
+        if running.exists():
+            break
+        time.sleep(0.05)
     try:
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait()
