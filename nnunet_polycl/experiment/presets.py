@@ -28,7 +28,7 @@ PSEUDO_LABEL_METHODS = ("O-pseudo",)  # organ status of the unlabelled scans fro
 # method -> (trainer name part, polycl_pretrain strategy or None when nothing is pre-trained)
 _METHOD_PARTS = {"baseline": ("_Baseline", None), "simclr": ("_SimCLR", "simclr"), "S": ("_S", "S"),
                  "O": ("_O", "O"), "O-pseudo": ("_O", "O"), "M": ("_M", "M")}
-SCHEDULES = ("default", "paper", "demo", "long", "smoke")
+SCHEDULES = ("default", "paper", "demo", "long", "short", "smoke")
 PRETRAINING_SEEDS = ("per-seed", "shared")
 
 

@@ -6,6 +6,8 @@
 - ``_demo``: CPU-sized run for the README demo (the paper's protocol with 12 epochs; progress.png every 6 epochs);
 - ``_long``: twice the paper's training, 200 passes over the labelled slices, as 20 epochs of 10 passes with one
   cosine cycle (nnU-Net's fixed cost per epoch, validation included, is paid 20 times instead of 200);
+- ``_short``: a quarter of ``_long``, 50 passes as 10 epochs of 5 passes with one cosine cycle (the README demo's
+  few-label runs: at k = 1 on the demo dataset 100-150 Adam steps);
 - ``_smoke``: the tests' run (2 epochs x 3 iterations).
 
 Each schedule provides the optimiser (``polycl_make_optimizer``) and the decay (``polycl_decay_scheduler``) that the
@@ -26,6 +28,8 @@ PAPER_RESTART_EVERY_EPOCHS = 10
 DEMO_EPOCHS = 12
 LONG_EPOCHS = 20
 LONG_PASSES_PER_EPOCH = 10  # 200 passes: at k = 1 the baseline still gains 0.06 Dice between 150 and 300 steps
+SHORT_EPOCHS = 10
+SHORT_PASSES_PER_EPOCH = 5  # 50 passes
 DEMO_PLOT_EVERY_EPOCHS = 6  # nnU-Net redraws progress.png every epoch: about 0.8 s on a CPU, a third of a demo epoch
 SMOKE_RUN = (2, 3, 2)  # epochs, iterations, validation iterations
 
@@ -129,6 +133,22 @@ class nnUNetTrainerPolyCL_long(nnUNetTrainerPolyCL_demo):
                  device: torch.device = DEFAULT_DEVICE):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = LONG_EPOCHS
+
+
+class nnUNetTrainerPolyCL_short(nnUNetTrainerPolyCL_demo):
+    """A quarter of ``_long``: 50 passes over the labelled slices as 10 epochs of 5 passes, one cosine cycle.
+
+    As ``_long`` otherwise (batch 10, Adam lr 1e-3, Dice loss, no test-time mirroring). Sized for the README demo's
+    ten k = 1 runs on 2 CPU cores (100-150 Adam steps each on the demo dataset); whether that is the end of training
+    is what the demo's budgets check, not an assumption.
+    """
+
+    polycl_passes_per_epoch = SHORT_PASSES_PER_EPOCH
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = DEFAULT_DEVICE):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = SHORT_EPOCHS
 
 
 class nnUNetTrainerPolyCL_smoke(nnUNetTrainerPolyCL_demo):

@@ -188,6 +188,16 @@ def test_long_schedule_is_200_passes_as_20_epochs_of_10(make_trainer):
     assert "one epoch = 10 passes over the 1 labelled training cases' slices" in Path(trainer.log_file).read_text()
 
 
+def test_short_schedule_is_50_passes_as_10_epochs_of_5(make_trainer):
+    trainer = make_trainer("nnUNetTrainerPolyCL_Baseline_short_k1_seed0")
+    trainer.on_train_start()
+    train, _ = trainer.polycl_split
+    per_pass = iterations_per_pass(trainer, train)
+    assert trainer.num_epochs == 10 and trainer.num_iterations_per_epoch == 5 * per_pass
+    assert f"10 epochs x 5 x ceil(labelled slices / 10) = {5 * per_pass} iterations ({50 * per_pass} in all)" in \
+        trainer.polycl_schedule_description()
+
+
 def test_demo_draws_progress_every_sixth_epoch_and_at_the_last(make_trainer):
     """nnU-Net redraws progress.png after every epoch; ``_demo`` after epochs 6 and 12 only (its training unchanged)."""
     trainer = make_trainer("nnUNetTrainerPolyCL_Baseline_demo")
