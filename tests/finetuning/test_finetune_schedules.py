@@ -177,25 +177,18 @@ def test_paper_protocol_counts_its_iterations_from_the_labelled_slices(make_trai
     assert os.path.basename(trainer.output_folder) == "fold_0"
 
 
-def test_long_schedule_is_200_passes_as_20_epochs_of_10(make_trainer):
-    trainer = make_trainer("nnUNetTrainerPolyCL_Baseline_long_k1_seed0")
+@pytest.mark.parametrize("schedule, epochs, passes", [("long", 20, 10), ("short", 10, 5)])
+def test_long_and_short_schedules_are_passes_over_the_labelled_slices(make_trainer, schedule, epochs, passes):
+    """_long: 200 passes as 20 epochs of 10; _short: 50 passes as 10 epochs of 5."""
+    trainer = make_trainer(f"nnUNetTrainerPolyCL_Baseline_{schedule}_k1_seed0")
     trainer.on_train_start()
     train, _ = trainer.polycl_split
     per_pass = iterations_per_pass(trainer, train)
-    assert trainer.num_epochs == 20 and trainer.num_iterations_per_epoch == 10 * per_pass
-    assert f"20 epochs x 10 x ceil(labelled slices / 10) = {10 * per_pass} iterations ({200 * per_pass} in all)" in \
-        trainer.polycl_schedule_description()
-    assert "one epoch = 10 passes over the 1 labelled training cases' slices" in Path(trainer.log_file).read_text()
-
-
-def test_short_schedule_is_50_passes_as_10_epochs_of_5(make_trainer):
-    trainer = make_trainer("nnUNetTrainerPolyCL_Baseline_short_k1_seed0")
-    trainer.on_train_start()
-    train, _ = trainer.polycl_split
-    per_pass = iterations_per_pass(trainer, train)
-    assert trainer.num_epochs == 10 and trainer.num_iterations_per_epoch == 5 * per_pass
-    assert f"10 epochs x 5 x ceil(labelled slices / 10) = {5 * per_pass} iterations ({50 * per_pass} in all)" in \
-        trainer.polycl_schedule_description()
+    assert trainer.num_epochs == epochs and trainer.num_iterations_per_epoch == passes * per_pass
+    assert (f"{epochs} epochs x {passes} x ceil(labelled slices / 10) = {passes * per_pass} iterations "
+            f"({epochs * passes * per_pass} in all)") in trainer.polycl_schedule_description()
+    assert (f"one epoch = {passes} passes over the 1 labelled training cases' slices"
+            in Path(trainer.log_file).read_text())
 
 
 def test_demo_draws_progress_every_sixth_epoch_and_at_the_last(make_trainer):
