@@ -12,8 +12,8 @@ import os
 from collections import defaultdict
 from os.path import isdir, isfile, join
 
-from nnunet_polycl.experiment.layout import FINISHED_FILE, INTERRUPTED, ExperimentLayout, run_grid
-from nnunet_polycl.experiment.presets import parse_k
+from nnunet_polycl.experiment.layout import FINISHED_FILE, INTERRUPTED, PRETRAINING_KEYS, ExperimentLayout, run_grid
+from nnunet_polycl.experiment.presets import parse_k, pretraining_strategy
 
 LOGS = ("predict.log", "finetune.log")
 STATES = ("finished", "failed or unfinished", "missing", "unreadable marker")
@@ -84,9 +84,34 @@ def runs_markdown(states: list[dict]) -> list[str]:
     return lines
 
 
+def _without_pretraining(settings: dict) -> dict:
+    return {key: value for key, value in settings.items() if key not in PRETRAINING_KEYS}
+
+
+def compared_settings_ids(records: list[dict]) -> list[str]:
+    """The settings set each finished run is compared under: its own (``settings_id``), except for a run that
+    pre-trains nothing (the baseline) whose set no pre-trained run shares: it joins the one set of the pre-trained
+    runs that agree with it on every setting it uses. So baseline runs reused between experiments that differ only
+    in pre-training settings (the N sweep: ``--unlabelled-count``) are not reported as mixed."""
+    pretrained = [r for r in records if "settings_id" in r and pretraining_strategy(r["method"]) is not None]
+    shared = {r["settings_id"] for r in pretrained}
+    ids = []
+    for record in records:
+        own = record.get("settings_id", "?")
+        if "settings_id" in record and pretraining_strategy(record["method"]) is None and own not in shared:
+            used = _without_pretraining(record["settings"])
+            agreeing = {r["settings_id"] for r in pretrained if _without_pretraining(r["settings"]) == used}
+            own = agreeing.pop() if len(agreeing) == 1 else own
+        ids.append(own)
+    return ids
+
+
 def settings_markdown(records: list[dict]) -> list[str]:
     """Markdown lines listing each settings set behind the finished runs when there are several (``--force-mix``)."""
-    sets = {r["settings_id"]: r["settings"] for r in records if "settings_id" in r}
+    sets = {}
+    for record, compared in zip(records, compared_settings_ids(records), strict=True):
+        if record.get("settings_id") == compared:
+            sets.setdefault(compared, record["settings"])
     if len(sets) < 2:
         return []
     keys = sorted({key for s in sets.values() for key in s if len({json.dumps(t.get(key)) for t in sets.values()}) > 1})

@@ -103,7 +103,7 @@ PRESETS = {
     # on fold 0 (pre-training 2 epochs, lr 1e-3, batch 16), to be reported on another fold (-f 1). Each seed
     # pre-trains its own encoders (O-pseudo: per seed and k, after that seed's baseline). At k = 1, about 5 min per
     # fine-tuning and 5 per pre-training on 2 CPU cores, 2 at a time (k = 1 with O-pseudo: about 2 h). The N sweep:
-    # the same command with --unlabelled-count 0 / 50 ... --k 1 (one experiment folder per N).
+    # the same command with --unlabelled-count 0 / 50 ... --k 1 (one experiment folder per N; baseline runs copied).
     "unlabelled": Preset(
         "unlabelled", ProtocolSettings(pretrain_epochs=2, pretrain_batch_size=16, pretrain_lr=1e-3,
                                        slice_fraction=1.0, schedule="long"),

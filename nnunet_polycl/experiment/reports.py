@@ -36,7 +36,13 @@ from nnunet_polycl.evaluation.budgets import (
 )
 from nnunet_polycl.evaluation.files import save_figure_atomic, write_json_atomic, write_text_atomic
 from nnunet_polycl.evaluation.reports import adjust_family, method_table, table_csv, table_markdown
-from nnunet_polycl.experiment.inventory import run_states, runs_markdown, settings_markdown, subsets_markdown
+from nnunet_polycl.experiment.inventory import (
+    compared_settings_ids,
+    run_states,
+    runs_markdown,
+    settings_markdown,
+    subsets_markdown,
+)
 from nnunet_polycl.experiment.layout import FINISHED_FILE, ExperimentLayout, RunSpec, arm_name
 from nnunet_polycl.experiment.presets import METHODS
 from nnunet_polycl.experiment.state import read_marker
@@ -75,13 +81,11 @@ def _summary_rows(layout: ExperimentLayout, run: RunSpec, at_budget: float | Non
 def finished_runs(layout: ExperimentLayout) -> list[tuple[dict, list[dict]]]:
     """``(record, rows)`` of every finished run of the folder, in the protocol's method order: its ``finished.json``
     and one row per case and label (``method`` is the run's arm; k is None for all labelled cases)."""
-    results = []
-    for name in layout.finished_runs():
-        record = read_marker(join(layout.root, "runs", name, FINISHED_FILE))
-        if record is not None:
-            rows = _summary_rows(layout, _run_of(record), settings=record.get("settings_id", "?"))
-            results.append((record, rows))
-    return sorted(results, key=lambda r: (METHODS.index(r[0]["method"]), r[0].get("adaptation", ""), r[0]["seed"]))
+    records = [read_marker(join(layout.root, "runs", name, FINISHED_FILE)) for name in layout.finished_runs()]
+    records = sorted((r for r in records if r is not None),
+                     key=lambda r: (METHODS.index(r["method"]), r.get("adaptation", ""), r["seed"]))
+    return [(record, _summary_rows(layout, _run_of(record), settings=compared))
+            for record, compared in zip(records, compared_settings_ids(records), strict=True)]
 
 
 def budget_rows(layout: ExperimentLayout, records: list[dict]) -> list[dict]:

@@ -116,6 +116,26 @@ def test_mixed_settings_are_listed_and_their_rows_marked(tmp_path):
     assert "MIXED" in o_rows["2"] and "MIXED" not in o_rows["1"]
 
 
+def test_baseline_runs_reused_across_unlabelled_counts_are_not_mixed_settings(tmp_path):
+    """The N sweep: a baseline uses no unlabelled scan, so its runs copied from the N = 200 experiment into the N = 0
+    one differ only in settings they ignore; an O run pre-trained on other scans is still mixed."""
+    root = tmp_path / "exp"
+    n0 = {**IDENTITY, "unlabelled_count": 0}
+    make_experiment(root, identity=n0, grid={**GRID, "ks": [1]}, unlabelled=0)
+    n200 = {**IDENTITY, "unlabelled_count": 200, "unlabelled_folder": "/u"}
+    copied = run_settings(n200, pretrained=True)
+    for record_file in (root / "runs").glob("baseline__*/finished.json"):
+        record = json.loads(record_file.read_text())
+        record_file.write_text(json.dumps({**record, "settings": copied, "settings_id": settings_tag(copied)}))
+    assert "MIXED" not in Path(write_reports(ExperimentLayout(str(root)))["table1_md"]).read_text()
+
+    record_file = next((root / "runs").glob("O__*seed0__*/finished.json"))
+    record_file.write_text(json.dumps({**json.loads(record_file.read_text()), "settings": copied,
+                                       "settings_id": settings_tag(copied)}))
+    table = Path(write_reports(ExperimentLayout(str(root)))["table1_md"]).read_text()
+    assert "MIXED SETTINGS (--force-mix)" in table and "unlabelled_count=200" in table
+
+
 def test_seeds_sharing_a_labelled_subset_are_reported(tmp_path):
     root = tmp_path / "exp"
     make_experiment(root, grid={**GRID, "ks": [1]})
