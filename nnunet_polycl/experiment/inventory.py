@@ -12,7 +12,7 @@ import os
 from collections import defaultdict
 from os.path import isdir, isfile, join
 
-from nnunet_polycl.experiment.layout import FINISHED_FILE, INTERRUPTED, PRETRAINING_KEYS, ExperimentLayout, run_grid
+from nnunet_polycl.experiment.layout import FINISHED_FILE, INTERRUPTED, ExperimentLayout, run_grid, run_settings
 from nnunet_polycl.experiment.presets import parse_k, pretraining_strategy
 
 LOGS = ("predict.log", "finetune.log")
@@ -84,10 +84,6 @@ def runs_markdown(states: list[dict]) -> list[str]:
     return lines
 
 
-def _without_pretraining(settings: dict) -> dict:
-    return {key: value for key, value in settings.items() if key not in PRETRAINING_KEYS}
-
-
 def compared_settings_ids(records: list[dict]) -> list[str]:
     """The settings set each finished run is compared under: its own (``settings_id``), except for a run that
     pre-trains nothing (the baseline) whose set no pre-trained run shares: it joins the one set of the pre-trained
@@ -99,8 +95,8 @@ def compared_settings_ids(records: list[dict]) -> list[str]:
     for record in records:
         own = record.get("settings_id", "?")
         if "settings_id" in record and pretraining_strategy(record["method"]) is None and own not in shared:
-            used = _without_pretraining(record["settings"])
-            agreeing = {r["settings_id"] for r in pretrained if _without_pretraining(r["settings"]) == used}
+            used = run_settings(record["settings"], pretrained=False)
+            agreeing = {r["settings_id"] for r in pretrained if run_settings(r["settings"], pretrained=False) == used}
             own = agreeing.pop() if len(agreeing) == 1 else own
         ids.append(own)
     return ids

@@ -375,13 +375,9 @@ def _run(req: ExperimentRequest) -> ExperimentResult:
                 ctx.progress.run_done(run.name, "already finished: skipped")
             else:
                 todo.append(run)
-        if ctx.unlabelled is not None and ctx.unlabelled.count and any(run.pretraining_name for run in todo):
-            ctx.progress.message(f"Unlabelled scans: {ctx.unlabelled.count} of {ctx.unlabelled.folder}, "
-                                 f"preprocessed once for every pre-training.")
+        if ctx.unlabelled is not None and any(run.pretraining_name for run in todo):
+            ctx.progress.message(ctx.unlabelled.description())
             ctx.unlabelled.preprocess()
-        elif ctx.unlabelled is not None and any(run.pretraining_name for run in todo):
-            ctx.progress.message("Unlabelled scans: none (--unlabelled-count 0): every pre-training uses the fold's "
-                                 "training scans only.")
         for phase in _phases(todo):
             _run_phase(ctx, result, phase)
         result.reports = write_reports(ctx.layout)

@@ -58,6 +58,12 @@ class ExperimentUnlabelled:
             arguments += ["--organ-slices", self.organ_slices]
         return arguments
 
+    def description(self) -> str:
+        """One line for the experiment's log: which unlabelled scans every pre-training uses."""
+        if self.count == 0:
+            return "Unlabelled scans: none (--unlabelled-count 0): every pre-training uses the fold's training scans only."
+        return f"Unlabelled scans: {self.count} of {self.folder}, preprocessed once for every pre-training."
+
     def preprocess(self) -> None:
         """Preprocess the scans that are not cached yet (writes only polycl_pretrain's cache of the folder)."""
         if self.plan is not None:

@@ -92,11 +92,12 @@ class nnUNetTrainerPolyCL_demo(nnUNetTrainerPolyCL_paper):
     """
 
     polycl_lr_curve_text = "one cosine cycle from the start of the decay to the end of the run (no restart)"
+    polycl_num_epochs = DEMO_EPOCHS  # the subclasses below change only this and the passes per epoch
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = DEFAULT_DEVICE):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = DEMO_EPOCHS
+        self.num_epochs = self.polycl_num_epochs
 
     def polycl_decay_scheduler(self, optimizer, lr, start_epoch):
         return CosineWarmRestartsFrom(optimizer, max(1, self.num_epochs - start_epoch), start_epoch)
@@ -128,11 +129,7 @@ class nnUNetTrainerPolyCL_long(nnUNetTrainerPolyCL_demo):
     """
 
     polycl_passes_per_epoch = LONG_PASSES_PER_EPOCH
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = DEFAULT_DEVICE):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = LONG_EPOCHS
+    polycl_num_epochs = LONG_EPOCHS
 
 
 class nnUNetTrainerPolyCL_short(nnUNetTrainerPolyCL_demo):
@@ -145,11 +142,7 @@ class nnUNetTrainerPolyCL_short(nnUNetTrainerPolyCL_demo):
     """
 
     polycl_passes_per_epoch = SHORT_PASSES_PER_EPOCH
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = DEFAULT_DEVICE):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = SHORT_EPOCHS
+    polycl_num_epochs = SHORT_EPOCHS
 
 
 class nnUNetTrainerPolyCL_smoke(nnUNetTrainerPolyCL_demo):

@@ -33,6 +33,15 @@ def _request(tmp_path: Path, **changes):
                                 "progress": False, **changes})
 
 
+def test_the_log_line_names_the_unlabelled_scans_or_says_there_are_none():
+    from nnunet_polycl.experiment.unlabelled import ExperimentUnlabelled
+
+    assert ExperimentUnlabelled("/data/unl", None, 3).description() == (
+        "Unlabelled scans: 3 of /data/unl, preprocessed once for every pre-training.")
+    none = ExperimentUnlabelled(None, None, 0).description()
+    assert "none (--unlabelled-count 0)" in none and "None" not in none
+
+
 def test_unlabelled_preset_pairs_every_method_by_seed_and_passes_each_its_options(demo_in_process, tmp_path,
                                                                                 unlabelled):
     from nnunet_polycl.experiment.runner import _phases, prepare
