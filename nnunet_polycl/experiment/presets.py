@@ -28,7 +28,7 @@ PSEUDO_LABEL_METHODS = ("O-pseudo",)  # organ status of the unlabelled scans fro
 # method -> (trainer name part, polycl_pretrain strategy or None when nothing is pre-trained)
 _METHOD_PARTS = {"baseline": ("_Baseline", None), "simclr": ("_SimCLR", "simclr"), "S": ("_S", "S"),
                  "O": ("_O", "O"), "O-pseudo": ("_O", "O"), "M": ("_M", "M")}
-SCHEDULES = ("default", "paper", "demo", "long", "short", "smoke")
+SCHEDULES = ("default", "paper", "demo", "long", "short", "quick", "smoke")
 PRETRAINING_SEEDS = ("per-seed", "shared")
 
 
@@ -82,11 +82,11 @@ class Preset:
 PRESETS = {
     "demo": Preset(
         "demo", ProtocolSettings(pretrain_epochs=3, pretrain_batch_size=16, pretrain_lr=1e-3, slice_fraction=1.0,
-                                 schedule="demo",
+                                 schedule="quick",
                                  pretraining_seeds="shared", augmentation_workers=0),
         methods=("baseline", "O"), seeds=tuple(range(5)), ks=(1,), device="cpu", num_workers=0, jobs=2,
-        description="CPU, the README demo: baseline against PolyCL-O at 1 labelled scan, 5 seeds sharing one "
-                    "pre-training"),
+        description="CPU, the README demo: baseline against PolyCL-O at 1 labelled scan to the end of training "
+                    "(_quick), 5 seeds sharing one pre-training"),
     "study": Preset(
         "study", ProtocolSettings(pretrain_epochs=3, pretrain_batch_size=20, pretrain_lr=1e-3, slice_fraction=1.0,
                                   schedule="demo", augmentation_workers=2),

@@ -6,7 +6,7 @@ settings never share a folder):
 
 - method: none = ``polycl_pretrain``'s default strategy (O); ``_S``, ``_O``, ``_M``, ``_SimCLR`` load the
   pre-training of that strategy (``-s S|O|M|simclr``); ``_Baseline`` = same loss and schedule from random weights;
-- schedule: none = nnU-Net's default; ``_paper``, ``_demo``, ``_long``, ``_short``, ``_smoke`` (see :mod:`.schedules`);
+- schedule: none = nnU-Net's default; ``_paper``, ``_demo``, ``_long``, ``_short``, ``_quick``, ``_smoke`` (see :mod:`.schedules`);
 - adaptation: none = the default (:data:`~nnunet_polycl.finetuning.trainer.DEFAULT_ADAPTATION`); ``_direct``,
   ``_warmup``, ``_decoderfirst``, ``_frozen`` (see :mod:`.adaptation`);
 - ``_k<k>`` (k >= 1): fine-tune on k of the fold's training cases (see :mod:`.labelled_subset`);
@@ -29,6 +29,7 @@ from nnunet_polycl.finetuning.schedules import (
     nnUNetTrainerPolyCL_demo,
     nnUNetTrainerPolyCL_long,
     nnUNetTrainerPolyCL_paper,
+    nnUNetTrainerPolyCL_quick,
     nnUNetTrainerPolyCL_short,
     nnUNetTrainerPolyCL_smoke,
 )
@@ -39,7 +40,8 @@ BASE_NAME = "nnUNetTrainerPolyCL"
 METHODS: dict[str, str | None] = {"_S": "S", "_O": "O", "_M": "M", "_SimCLR": "simclr", "_Baseline": None}
 SCHEDULES: dict[str, type[nnUNetTrainerPolyCL]] = {
     "": nnUNetTrainerPolyCL, "_paper": nnUNetTrainerPolyCL_paper, "_demo": nnUNetTrainerPolyCL_demo,
-    "_long": nnUNetTrainerPolyCL_long, "_short": nnUNetTrainerPolyCL_short, "_smoke": nnUNetTrainerPolyCL_smoke,
+    "_long": nnUNetTrainerPolyCL_long, "_short": nnUNetTrainerPolyCL_short,
+    "_quick": nnUNetTrainerPolyCL_quick, "_smoke": nnUNetTrainerPolyCL_smoke,
 }
 NNUNET_SCHEDULE = "nnU-Net's default: 1000 epochs x 250 iterations, SGD lr 1e-2 with poly decay."
 ADAPTATION_DOCS = {

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from nnunet_polycl.finetuning.adaptation import PRETRAINED_LR_FACTOR, stage_plan, warmup_length
-from nnunet_polycl.finetuning.trainer import iterations_per_pass
 from nnunet_polycl.network import encoder_of, unwrap
 from tests.finetuning.finetune_helpers import decoder_tensors, encoder_tensors, network_state, same_tensors
 
@@ -177,15 +176,22 @@ def test_paper_protocol_counts_its_iterations_from_the_labelled_slices(make_trai
     assert os.path.basename(trainer.output_folder) == "fold_0"
 
 
-@pytest.mark.parametrize("schedule, epochs, passes", [("long", 20, 10), ("short", 10, 5)])
-def test_long_and_short_schedules_are_passes_over_the_labelled_slices(make_trainer, schedule, epochs, passes):
-    """_long: 200 passes as 20 epochs of 10; _short: 50 passes as 10 epochs of 5."""
+@pytest.mark.parametrize("schedule, epochs, passes, batch", [("long", 20, 10, 10), ("short", 10, 5, 10),
+                                                             ("quick", 10, 5, 4)])
+def test_long_short_and_quick_schedules_are_passes_over_the_labelled_slices(make_trainer, preprocessed_demo, schedule,
+                                                                           epochs, passes, batch):
+    """_long: 200 passes as 20 epochs of 10; _short: 50 passes as 10 epochs of 5; _quick: _short at batch 4."""
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+
     trainer = make_trainer(f"nnUNetTrainerPolyCL_Baseline_{schedule}_k1_seed0")
     trainer.on_train_start()
     train, _ = trainer.polycl_split
-    per_pass = iterations_per_pass(trainer, train)
+    folder = str(preprocessed_demo / "nnUNetPlans_2d")
+    slices = infer_dataset_class(folder)(folder, train).load_case(train[0])[0].shape[1]
+    per_pass = math.ceil(slices / batch)
+    assert trainer.batch_size == batch
     assert trainer.num_epochs == epochs and trainer.num_iterations_per_epoch == passes * per_pass
-    assert (f"{epochs} epochs x {passes} x ceil(labelled slices / 10) = {passes * per_pass} iterations "
+    assert (f"{epochs} epochs x {passes} x ceil(labelled slices / {batch}) = {passes * per_pass} iterations "
             f"({epochs * passes * per_pass} in all)") in trainer.polycl_schedule_description()
     assert (f"one epoch = {passes} passes over the 1 labelled training cases' slices"
             in Path(trainer.log_file).read_text())
