@@ -14,7 +14,8 @@ FOLD=1
 UNLABELLED=200
 DEVICE="${DEVICE:-cpu}"
 SEEDS="${DEMO_SEEDS:-0 1 2 3 4}"
-step() { echo; echo "=== [demo] $* ==="; }
+elapsed() { echo "$((SECONDS / 60)) min $((SECONDS % 60)) s"; }
+step() { echo; echo "=== [demo] $* ($(elapsed) so far) ==="; }
 
 step "1/8 demo dataset: 20 labelled scans and $UNLABELLED unlabelled ones (nnUNet_raw=$nnUNet_raw)"
 RAW_DS="$nnUNet_raw/Dataset${ID}_PolyCLDemo"
@@ -74,7 +75,7 @@ polycl_experiment -d "$ID" -f "$FOLD" --preset demo --seeds $SEEDS --pretrained 
 cat "$EXP/reports/table1.md"
 
 echo
-echo "=== [demo] done. Outputs ==="
+echo "=== [demo] done in $(elapsed). Outputs ==="
 echo "pre-training:  $PRETRAINING (probe: $PRETRAINING/probe.json, picture: $PRETRAINING/embeddings.png)"
 echo "fine-tuning:   $nnUNet_results/Dataset${ID}_PolyCLDemo/nnUNetTrainerPolyCL_demo__nnUNetPlans__2d/fold_$FOLD"
 echo "predictions:   $PRED"
