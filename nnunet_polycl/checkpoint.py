@@ -21,7 +21,7 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
-from os.path import basename, dirname, isfile
+from os.path import basename, dirname, isfile, join
 from typing import Any
 
 import numpy as np
@@ -39,13 +39,27 @@ def _umask() -> int:
     return mask
 
 
+TEMPORARY_SUFFIX = ".tmp"  # atomic_write's temporary files: ".<target name>.<random>.tmp" next to the target
+
+
+def remove_stale_temporary_files(folder: str) -> list[str]:
+    """Delete the temporary files that ``atomic_write`` left in ``folder`` when its process was killed (SIGKILL
+    cannot be caught, so it cannot clean up); the targets themselves are never half-written. Call it only while
+    holding the folder (:mod:`nnunet_polycl.folder_lock`). Returns the names removed."""
+    stale = [n for n in os.listdir(folder) if n.startswith(".") and n.endswith(TEMPORARY_SUFFIX)
+             and isfile(join(folder, n))]
+    for name in stale:
+        os.remove(join(folder, name))
+    return stale
+
+
 def atomic_write(path: str, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)`` for a temporary file next to ``path``, then move it onto ``path``.
 
     The file gets the permissions of a normally created file (0666 minus the umask), not mkstemp's private 0600.
     """
     folder = dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{basename(path)}.", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".{basename(path)}.", suffix=TEMPORARY_SUFFIX, dir=folder)
     os.close(fd)
     try:
         write(tmp)

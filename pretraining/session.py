@@ -10,7 +10,13 @@ from os.path import isfile, join
 
 import torch
 
-from nnunet_polycl.checkpoint import atomic_torch_save, atomic_write_json, load_checkpoint, seed_everything
+from nnunet_polycl.checkpoint import (
+    atomic_torch_save,
+    atomic_write_json,
+    load_checkpoint,
+    remove_stale_temporary_files,
+    seed_everything,
+)
 from nnunet_polycl.heads import ContrastiveEncoder
 from nnunet_polycl.network import PlansContext, build_plans_network, encoder_of, load_plans_context
 from nnunet_polycl.paths import (
@@ -241,6 +247,7 @@ def _start_outputs(run: PreparedRun, ranks: Ranks) -> RunLog:
     """Rank 0: pin the split, create (or clear, for --overwrite) the folder, write config.json; returns the log."""
     training_cases(run.ctx, run.settings.fold)  # writes nnU-Net's split file when missing, pinning the split used
     os.makedirs(run.folder, exist_ok=True)
+    remove_stale_temporary_files(run.folder)  # left by a run that was killed while writing (e.g. progress.png)
     if run.overwrite:
         remove_run_files(run.folder)
     record = config_record(run.settings, run.ctx, run.train_ids, run.val_ids, len(run.index), len(run.task.sampler))

@@ -106,3 +106,6 @@ if ! grep -q "^End of training.*: \*\*end of training\*\*" "$EXP/reports/budgets
     echo "comparison at the end of training with more steps (600 per run), 200 unlabelled scans, fold 1:"
     echo "documentation/evidence.md, section 0."
 fi
+echo "One pre-trained encoder served all 5 seeds, so the interval leaves out how much the result depends on the"
+echo "pre-training's own randomness; the same comparison with one pre-training per seed (and S, and k = 2 and 4):"
+echo "documentation/evidence.md, section 0d."
