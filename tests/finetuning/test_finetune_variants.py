@@ -109,3 +109,10 @@ def test_more_labelled_cases_than_the_fold_has_is_a_clear_error():
         choose_labelled_cases([f"c{i}" for i in range(12)], 13, fold=2)
     with pytest.raises(ValueError, match="at least 1"):
         choose_labelled_cases(["a"], 0, fold=0)
+
+
+def test_the_runner_offers_every_schedule_the_trainers_have():
+    """``polycl_experiment --schedule`` lists the trainer schedules by name (without importing the trainers)."""
+    from nnunet_polycl.experiment.presets import SCHEDULES as RUNNER_SCHEDULES
+
+    assert set(RUNNER_SCHEDULES) == {"default", *(suffix[1:] for suffix in variants.SCHEDULES if suffix)}
