@@ -12,7 +12,9 @@ Adaptations (each a sequence of :class:`Stage`, switched at epoch starts):
 - ``warmup``: the whole network warms up linearly to the peak rate, then the schedule's decay from that peak;
 - ``decoderfirst``: the encoder is frozen while the decoder warms up to the peak rate, then the whole network warms up
   again from zero, then the decay;
-- ``frozen``: the encoder stays frozen for the whole run; the decoder follows the schedule at its own rate.
+- ``frozen``: the encoder stays frozen for the whole run; the decoder follows the schedule at its own rate;
+- ``layerwise``: the whole network from epoch 0 on the schedule's curve, the encoder at :data:`ENCODER_LR_FACTOR` x
+  the rate of the rest of the network (layer-wise learning rates; see :mod:`.layerwise`).
 
 "Frozen" means: not in the optimiser. Its parameters then never change (weight decay and momentum act only on
 optimised parameters), whatever wraps the network (DDP, torch.compile), because the parameter objects are those of
@@ -23,9 +25,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-ADAPTATIONS = ("direct", "warmup", "decoderfirst", "frozen")
+ADAPTATIONS = ("direct", "warmup", "decoderfirst", "frozen", "layerwise")
 WARMUP_FRACTION = 50 / 1000
 PRETRAINED_LR_FACTOR = 1e-3 / 1e-2
+ENCODER_LR_FACTOR = 0.1  # layerwise: the encoder's rate over the decoder's
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class Stage:
         trains_encoder: the encoder's parameters are optimised (False: frozen).
         warmup_epochs: length of a linear warm-up from 0 to the stage's rate (0: the schedule's decay instead).
         new_optimizer: start with a fresh optimiser (False: keep the previous stage's, with its momentum).
+        encoder_lr_scale: the encoder's rate as a multiple of the rest of the network's (1: one rate for all).
     """
 
     name: str
@@ -44,6 +48,7 @@ class Stage:
     trains_encoder: bool
     warmup_epochs: int = 0
     new_optimizer: bool = True
+    encoder_lr_scale: float = 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,6 +72,7 @@ def stage_plan(adaptation: str, num_epochs: int) -> tuple[Stage, ...]:
         "decoderfirst": (Stage("warmup_decoder", 0, False, w), Stage("warmup_all", w, True, w),
                          Stage("train", 2 * w, True, new_optimizer=False)),
         "frozen": (Stage("train_decoder", 0, False),),
+        "layerwise": (Stage("train", 0, True, encoder_lr_scale=ENCODER_LR_FACTOR),),
     }
     if adaptation not in plans:
         raise ValueError(f"unknown adaptation {adaptation!r}; choose one of {list(ADAPTATIONS)}")

@@ -48,6 +48,7 @@ from nnunet_polycl.environment import temporary_environment
 from nnunet_polycl.finetuning.adaptation import Stage, stage_at, stage_lr, stage_plan
 from nnunet_polycl.finetuning.budgets import FINAL_CHECKPOINT, budget_plan, budgets_from_environment
 from nnunet_polycl.finetuning.labelled_subset import SUBSET_FILE, SUBSET_SEED, choose_labelled_cases, subset_record
+from nnunet_polycl.finetuning.layerwise import ScaledGroups, scaled_parameter_groups
 from nnunet_polycl.finetuning.loss import dice_only
 from nnunet_polycl.finetuning.pretrained import (
     ALLOW_FOREIGN_VARIABLE,
@@ -301,6 +302,9 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
             stages = ", ".join(f"{s.name} from epoch {s.first_epoch}" for s in self.polycl_plan)
             text += (f"; adaptation {self.polycl_adaptation}: {stages}, at lr "
                      f"{stage_lr(self.polycl_adaptation, self.initial_lr):g}")
+            scales = sorted({s.encoder_lr_scale for s in self.polycl_plan} - {1.0})
+            if scales:
+                text += f" (encoder at {', '.join(f'{f:g}' for f in scales)} x that rate)"
         return text
 
     def on_epoch_end(self) -> None:
@@ -324,8 +328,10 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
             return PolyLRScheduler(optimizer, lr, self.num_epochs)
         return PolyLRScheduler_offset(optimizer, lr, self.num_epochs, start_epoch)
 
-    def _stage_parameters(self, stage: Stage) -> list[torch.nn.Parameter]:
+    def _stage_parameters(self, stage: Stage) -> list[torch.nn.Parameter] | list[dict]:
         net = unwrap(self.network)
+        if stage.encoder_lr_scale != 1.0:
+            return scaled_parameter_groups(net, encoder_of(net), stage.encoder_lr_scale)
         if stage.trains_encoder:
             return list(net.parameters())
         frozen = {id(p) for p in encoder_of(net).parameters()}
@@ -339,6 +345,8 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
             scheduler = Lin_incr_offset_LRScheduler(optimizer, lr, stage.warmup_epochs, stage.first_epoch)
         else:
             scheduler = self.polycl_decay_scheduler(optimizer, lr, stage.first_epoch)
+        if stage.encoder_lr_scale != 1.0:
+            scheduler = ScaledGroups(scheduler)
         return optimizer, scheduler
 
     def _mute_frozen_encoder(self, frozen: bool) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nnunet_polycl.finetuning.adaptation import PRETRAINED_LR_FACTOR, stage_plan, warmup_length
+from nnunet_polycl.finetuning.adaptation import ENCODER_LR_FACTOR, PRETRAINED_LR_FACTOR, stage_plan, warmup_length
 from nnunet_polycl.network import encoder_of, unwrap
 from tests.finetuning.finetune_helpers import decoder_tensors, encoder_tensors, network_state, same_tensors
 
@@ -85,6 +85,47 @@ def test_frozen_encoder_for_the_whole_run_at_the_schedules_rate(make_trainer):
     assert lr_curve(trainer, [0, 99])[0] == pytest.approx(1e-3)
     assert not optimised(trainer) & encoder_ids(trainer)
 
+
+
+def group_rates(trainer, epochs) -> list[list[float]]:
+    """Every parameter group's rate after nnU-Net's epoch hook at each of ``epochs``."""
+    rates = []
+    for epoch in epochs:
+        trainer.current_epoch = epoch
+        trainer.on_train_epoch_start()
+        rates.append([group["lr"] for group in trainer.optimizer.param_groups])
+    return rates
+
+
+@pytest.mark.parametrize("schedule", ["", "_paper"])  # nnU-Net's poly (SGD) and the paper's warm restarts (Adam)
+def test_layerwise_encoder_follows_the_schedules_curve_at_a_tenth_of_the_decoders_rate(make_trainer, schedule):
+    layerwise = make_trainer(f"nnUNetTrainerPolyCL_Baseline{schedule}_layerwise")
+    direct = make_trainer(f"nnUNetTrainerPolyCL_Baseline{schedule}_direct")
+    layerwise.initialize()
+    direct.initialize()
+    epochs = [0, 1, 9, 10, 15, 50, 99]
+    reference = lr_curve(direct, epochs)
+    rates = group_rates(layerwise, epochs)
+    assert [decoder for decoder, _ in rates] == pytest.approx(reference)  # group 0: what nnU-Net logs and plots
+    assert [encoder for _, encoder in rates] == pytest.approx([ENCODER_LR_FACTOR * r for r in reference])
+    encoder_group = {id(p) for p in layerwise.optimizer.param_groups[1]["params"]}
+    assert encoder_group == encoder_ids(layerwise)
+    assert optimised(layerwise) == {id(p) for p in layerwise.network.parameters()}
+    assert "(encoder at 0.1 x that rate)" in layerwise.polycl_schedule_description()
+
+
+def test_layerwise_rates_survive_a_checkpoint(make_trainer, tmp_path):
+    trainer = make_trainer("nnUNetTrainerPolyCL_Baseline_smoke_layerwise")
+    trainer.on_train_start()
+    lr_curve(trainer, [0])
+    train_steps(trainer, 1)
+    trainer.current_epoch = 1
+    trainer.save_checkpoint(str(tmp_path / "checkpoint.pth"))
+    resumed = make_trainer("nnUNetTrainerPolyCL_Baseline_smoke_layerwise")
+    resumed.load_checkpoint(str(tmp_path / "checkpoint.pth"))
+    decoder, encoder = group_rates(resumed, [1])[0]
+    assert [decoder, encoder] == pytest.approx(group_rates(trainer, [1])[0])
+    assert encoder == pytest.approx(ENCODER_LR_FACTOR * decoder) and decoder > 0
 
 def train_steps(trainer, n: int) -> None:
     for _ in range(n):
