@@ -14,7 +14,10 @@ Adaptations (each a sequence of :class:`Stage`, switched at epoch starts):
   again from zero, then the decay;
 - ``frozen``: the encoder stays frozen for the whole run; the decoder follows the schedule at its own rate;
 - ``layerwise``: the whole network from epoch 0 on the schedule's curve, the encoder at :data:`ENCODER_LR_FACTOR` x
-  the rate of the rest of the network (layer-wise learning rates; see :mod:`.layerwise`).
+  the rate of the rest of the network (layer-wise learning rates; see :mod:`.layerwise`);
+- ``warmupfull``: the schedule's own curve and rate, with each iteration's rate ramped linearly from 0 over the first
+  :data:`WARMUP_FRACTION` of the run's iterations (per iteration: nnU-Net steps its schedulers once per epoch, and a
+  short schedule's 5% of epochs is a single epoch, at whose start a per-epoch warm-up would already be at its peak).
 
 "Frozen" means: not in the optimiser. Its parameters then never change (weight decay and momentum act only on
 optimised parameters), whatever wraps the network (DDP, torch.compile), because the parameter objects are those of
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-ADAPTATIONS = ("direct", "warmup", "decoderfirst", "frozen", "layerwise")
+ADAPTATIONS = ("direct", "warmup", "decoderfirst", "frozen", "layerwise", "warmupfull")
 WARMUP_FRACTION = 50 / 1000
 PRETRAINED_LR_FACTOR = 1e-3 / 1e-2
 ENCODER_LR_FACTOR = 0.1  # layerwise: the encoder's rate over the decoder's
@@ -41,6 +44,8 @@ class Stage:
         warmup_epochs: length of a linear warm-up from 0 to the stage's rate (0: the schedule's decay instead).
         new_optimizer: start with a fresh optimiser (False: keep the previous stage's, with its momentum).
         encoder_lr_scale: the encoder's rate as a multiple of the rest of the network's (1: one rate for all).
+        ramp_fraction: the first fraction of the run's iterations over which each iteration's rate is the scheduled
+            one times a linear ramp from 0 to 1 (:func:`ramp_factor`; 0: no ramp).
     """
 
     name: str
@@ -49,6 +54,7 @@ class Stage:
     warmup_epochs: int = 0
     new_optimizer: bool = True
     encoder_lr_scale: float = 1.0
+    ramp_fraction: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,6 +79,7 @@ def stage_plan(adaptation: str, num_epochs: int) -> tuple[Stage, ...]:
                          Stage("train", 2 * w, True, new_optimizer=False)),
         "frozen": (Stage("train_decoder", 0, False),),
         "layerwise": (Stage("train", 0, True, encoder_lr_scale=ENCODER_LR_FACTOR),),
+        "warmupfull": (Stage("train", 0, True, ramp_fraction=WARMUP_FRACTION),),
     }
     if adaptation not in plans:
         raise ValueError(f"unknown adaptation {adaptation!r}; choose one of {list(ADAPTATIONS)}")
@@ -87,3 +94,9 @@ def stage_at(plan: tuple[Stage, ...], epoch: int) -> Stage:
 def stage_lr(adaptation: str, schedule_lr: float) -> float:
     """The rate that the stages of ``adaptation`` warm up to and decay from."""
     return schedule_lr * PRETRAINED_LR_FACTOR if adaptation in ("warmup", "decoderfirst") else schedule_lr
+
+
+def ramp_factor(iteration: int, ramp_iterations: int) -> float:
+    """The multiple of the scheduled rate at (0-based) ``iteration`` of a linear ramp over ``ramp_iterations``:
+    1/n, 2/n, ... 1, then 1."""
+    return min(1.0, (iteration + 1) / max(1, ramp_iterations))

@@ -45,7 +45,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_polycl.checkpoint import UNSAFE_LOAD_VARIABLE, atomic_torch_save, atomic_write_json, plain, seed_everything
 from nnunet_polycl.environment import temporary_environment
-from nnunet_polycl.finetuning.adaptation import Stage, stage_at, stage_lr, stage_plan
+from nnunet_polycl.finetuning.adaptation import Stage, ramp_factor, stage_at, stage_lr, stage_plan
 from nnunet_polycl.finetuning.budgets import FINAL_CHECKPOINT, budget_plan, budgets_from_environment
 from nnunet_polycl.finetuning.labelled_subset import SUBSET_FILE, SUBSET_SEED, choose_labelled_cases, subset_record
 from nnunet_polycl.finetuning.layerwise import ScaledGroups, scaled_parameter_groups
@@ -172,6 +172,8 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
         self._polycl_gradient_hooks: list = []  # zero the frozen encoder's gradients (see _mute_frozen_encoder)
         self.polycl_split: tuple[list[str], list[str]] | None = None
         self._polycl_resuming = False
+        self._polycl_iteration = 0  # iterations done in the run, counted from the epoch (the per-iteration ramp)
+        self._polycl_scheduled_lrs: list[float] = []  # each group's rate set by the scheduler at this epoch's start
 
     @property
     def polycl_plan(self) -> tuple[Stage, ...]:
@@ -305,6 +307,10 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
             scales = sorted({s.encoder_lr_scale for s in self.polycl_plan} - {1.0})
             if scales:
                 text += f" (encoder at {', '.join(f'{f:g}' for f in scales)} x that rate)"
+            ramps = sorted({s.ramp_fraction for s in self.polycl_plan} - {0.0})
+            if ramps:
+                text += (f", each iteration's rate ramped linearly from 0 over the first {ramps[0]:.0%} of the "
+                         f"iterations ({max(1, round(ramps[0] * self.num_epochs * self.num_iterations_per_epoch))})")
         return text
 
     def on_epoch_end(self) -> None:
@@ -380,6 +386,24 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
         if stage != self.polycl_stage:
             self._enter_stage(stage, self.optimizer)
         super().on_train_epoch_start()
+        self._polycl_iteration = self.current_epoch * self.num_iterations_per_epoch
+        self._polycl_scheduled_lrs = [group["lr"] for group in self.optimizer.param_groups]
+
+    def polycl_ramp_iterations(self) -> int:
+        """Length of the current stage's per-iteration ramp (0: none), in iterations of this run."""
+        fraction = self.polycl_stage.ramp_fraction if self.polycl_stage is not None else 0.0
+        return max(1, round(fraction * self.num_epochs * self.num_iterations_per_epoch)) if fraction else 0
+
+    def train_step(self, batch: dict) -> dict:
+        """nnU-Net's step; during a ``warmupfull`` ramp, first sets each group's rate to the scheduled one times the
+        ramp (nnU-Net logs and plots the scheduled rate of the epoch's start)."""
+        ramp = self.polycl_ramp_iterations()
+        if ramp and self._polycl_iteration <= ramp:  # one step past the ramp restores the scheduled rate
+            factor = ramp_factor(self._polycl_iteration, ramp)
+            for group, scheduled in zip(self.optimizer.param_groups, self._polycl_scheduled_lrs, strict=True):
+                group["lr"] = scheduled * factor
+        self._polycl_iteration += 1
+        return super().train_step(batch)
 
     # --- checkpoints -----------------------------------------------------------------------------------------------
     def save_checkpoint(self, filename: str) -> None:

@@ -8,7 +8,7 @@ settings never share a folder):
   pre-training of that strategy (``-s S|O|M|simclr``); ``_Baseline`` = same loss and schedule from random weights;
 - schedule: none = nnU-Net's default; ``_paper``, ``_demo``, ``_long``, ``_short``, ``_quick``, ``_smoke`` (see :mod:`.schedules`);
 - adaptation: none = the default (:data:`~nnunet_polycl.finetuning.trainer.DEFAULT_ADAPTATION`); ``_direct``,
-  ``_warmup``, ``_decoderfirst``, ``_frozen``, ``_layerwise`` (see :mod:`.adaptation`);
+  ``_warmup``, ``_decoderfirst``, ``_frozen``, ``_layerwise``, ``_warmupfull`` (see :mod:`.adaptation`);
 - ``_k<k>`` (k >= 1): fine-tune on k of the fold's training cases (see :mod:`.labelled_subset`);
 - ``_seed<s>`` (s >= 0): seed the run (network initialisation, batches, augmentation; see :mod:`.seeding`) and
   draw the ``_k`` cases with this seed.
@@ -51,6 +51,8 @@ ADAPTATION_DOCS = {
                     "(5%), then the decay, at 0.1 x the schedule's rate",
     "frozen": "encoder frozen for the whole run; the decoder follows the schedule",
     "layerwise": "whole network from epoch 0 on the schedule's curve, the encoder at 0.1 x the decoder's rate",
+    "warmupfull": "the schedule's curve at its full rate, each iteration's rate ramped linearly from 0 over the first 5% "
+                  "of the iterations",
 }
 NAME_PATTERN = re.compile(
     BASE_NAME + r"(?P<method>" + "|".join(METHODS) + r")?(?P<schedule>" + "|".join(s for s in SCHEDULES if s) + r")?"

@@ -127,6 +127,29 @@ def test_layerwise_rates_survive_a_checkpoint(make_trainer, tmp_path):
     assert [decoder, encoder] == pytest.approx(group_rates(trainer, [1])[0])
     assert encoder == pytest.approx(ENCODER_LR_FACTOR * decoder) and decoder > 0
 
+
+def test_warmupfull_ramps_each_iteration_to_the_schedules_full_rate(make_trainer):
+    trainer = make_trainer("nnUNetTrainerPolyCL_Baseline_paper_warmupfull_k1_seed0")  # Adam 1e-3, 100 one-pass epochs
+    direct = make_trainer("nnUNetTrainerPolyCL_Baseline_paper_direct_k1_seed0")
+    trainer.on_train_start()
+    direct.initialize()
+    per_epoch = trainer.num_iterations_per_epoch
+    ramp = trainer.polycl_ramp_iterations()
+    assert ramp == round(0.05 * 100 * per_epoch) and ramp > per_epoch  # 5% of the run's iterations, over epochs
+    seen = []
+    for epoch in (0, 1):
+        scheduled = lr_curve(trainer, [epoch])[0]  # what nnU-Net logs: the scheduled rate, as direct's
+        assert scheduled == pytest.approx(lr_curve(direct, [epoch])[0])
+        for _ in range(per_epoch):
+            train_steps(trainer, 1)
+            seen.append(trainer.optimizer.param_groups[0]["lr"] / scheduled)
+    assert seen == pytest.approx([(i + 1) / ramp for i in range(2 * per_epoch)])  # continuous across the epoch
+    trainer.current_epoch = math.ceil(ramp / per_epoch)  # the first epoch after the ramp: the schedule itself
+    scheduled = lr_curve(trainer, [trainer.current_epoch])[0]
+    train_steps(trainer, 1)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(scheduled)
+    assert f"over the first 5% of the iterations ({ramp})" in trainer.polycl_schedule_description()
+
 def train_steps(trainer, n: int) -> None:
     for _ in range(n):
         trainer.train_step(next(trainer.dataloader_train))
