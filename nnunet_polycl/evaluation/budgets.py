@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
 from nnunet_polycl.evaluation.convergence import FULL, HALF, NOT_CHECKED, RULE, describe_change, end_of_training
-from nnunet_polycl.evaluation.reports import AGGREGATION, PAIRINGS, method_table
+from nnunet_polycl.evaluation.reports import AGGREGATION, PAIRINGS, method_table, paired_seeds
 from nnunet_polycl.evaluation.statistics import INTERVALS, mean_interval
 
 ROUNDING = ("Budgets are fractions of each run's iterations, rounded to the nearest epoch boundary (at least 1 epoch); "
@@ -45,12 +45,18 @@ def _entries_at(rows: list[dict], fraction: float, baseline: str, pair_by: str, 
 
 
 def convergence(runs: Sequence[dict], baseline: str, interval: str = "t") -> list[dict]:
-    """The end-of-training label of ``baseline`` per k and label: ``[{k, label, status, text, change}]``."""
+    """The end-of-training label of ``baseline`` per k and label: ``[{k, label, status, text, change}]``.
+
+    Only the baseline runs of the seeds that the comparisons at that budget use (:func:`paired_seeds`: every arm has
+    the seed) count, so the label speaks of the runs it labels."""
     own = [r for r in runs if r["method"] == baseline and r["dice"] is not None]
     results = []
     for k, label in dict.fromkeys((r["k"], r["label"]) for r in own):
-        at = {b: {r["seed"]: r["dice"] for r in own if (r["k"], r["label"], r["budget"]) == (k, label, b)}
-              for b in (HALF, FULL)}
+        at = {}
+        for b in (HALF, FULL):
+            compared = set(paired_seeds([r for r in runs if r["budget"] == b], k, label))
+            at[b] = {r["seed"]: r["dice"] for r in own
+                     if (r["k"], r["label"], r["budget"]) == (k, label, b) and r["seed"] in compared}
         results.append(dict(k=k, label=label, **end_of_training(at[HALF], at[FULL], interval)))
     return results
 

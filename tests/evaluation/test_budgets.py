@@ -90,6 +90,19 @@ def test_budget_table_pairs_by_seed_at_every_budget_and_labels_the_comparison():
     assert budgets_figure([table]).axes[0].get_title().endswith(STILL)
 
 
+
+def test_the_end_of_training_label_counts_only_the_seeds_the_comparisons_use():
+    """Baseline seeds 0-9, O only 0-4 (a grid still being extended): the comparisons use seeds 0-4, so must the label.
+    Seeds 0-4 are at rest; seeds 5-9 alone still rise by 0.1."""
+    flat = [0.70, 0.72, 0.68, 0.71, 0.69]
+    baseline = {0.5: flat + [0.4] * 5, 1.0: [v + d for v, d in zip(flat, (0.004, -0.006, 0.003, -0.002, 0.006),
+                                                                       strict=True)] + [0.5] * 5}
+    table = budget_table(rows({**{("baseline", b): v for b, v in baseline.items()},
+                               **{("O", b): [0.7] * 5 for b in baseline}}))
+    (label,) = table["end_of_training"]
+    assert label["status"] == "end" and label["change"]["n_pairs"] == 5
+    assert {e["n_runs"] for e in table["rows"]} == {5}
+
 def test_budget_fractions_map_to_the_nearest_epoch_and_at_least_one():
     assert parse_budgets(["0.5", "0.125", "0.5"]) == (0.125, 0.5, 1.0)  # 1 always included, sorted, distinct
     for bad in ("0", "1.5", "half"):
