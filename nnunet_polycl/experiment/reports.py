@@ -226,7 +226,7 @@ def write_reports(layout: ExperimentLayout) -> dict[str, str]:
     tables = [method_table(group, baseline, pair_by, interval) for baseline, group in comparisons(rows)]
     if tables:
         adjust_family(tables)
-        header = "Fine-tuning schedule: " + "; ".join(schedule_lines(records)) + "\n\n"
+        header = "".join(f"Fine-tuning schedule: {line}  \n" for line in schedule_lines(records)) + "\n"  # a line each
         notes = [_training_notes(t, budgets.get(t["baseline"])) for t in tables]
         written.update(_write_tables(tables, layout.reports, "table1", footer, header, notes))
         written["verdict_md"] = write_text_atomic(join(layout.reports, "verdict.md"),
