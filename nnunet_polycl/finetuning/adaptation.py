@@ -96,6 +96,11 @@ def stage_lr(adaptation: str, schedule_lr: float) -> float:
     return schedule_lr * PRETRAINED_LR_FACTOR if adaptation in ("warmup", "decoderfirst") else schedule_lr
 
 
+def ramp_length(ramp_fraction: float, run_iterations: int) -> int:
+    """Iterations of a ramp over ``ramp_fraction`` of a run of ``run_iterations`` (at least 1; 0 without a ramp)."""
+    return max(1, round(ramp_fraction * run_iterations)) if ramp_fraction else 0
+
+
 def ramp_factor(iteration: int, ramp_iterations: int) -> float:
     """The multiple of the scheduled rate at (0-based) ``iteration`` of a linear ramp over ``ramp_iterations``:
     1/n, 2/n, ... 1, then 1."""

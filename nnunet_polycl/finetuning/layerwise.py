@@ -39,9 +39,6 @@ class ScaledGroups:
         self.scheduler.step(epoch)
         self._scale()
 
-    def get_last_lr(self) -> list[float]:
-        return [group["lr"] for group in self.optimizer.param_groups]
-
     def _scale(self) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] *= group.get(LR_SCALE_KEY, 1.0)

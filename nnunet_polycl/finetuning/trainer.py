@@ -45,7 +45,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_polycl.checkpoint import UNSAFE_LOAD_VARIABLE, atomic_torch_save, atomic_write_json, plain, seed_everything
 from nnunet_polycl.environment import temporary_environment
-from nnunet_polycl.finetuning.adaptation import Stage, ramp_factor, stage_at, stage_lr, stage_plan
+from nnunet_polycl.finetuning.adaptation import Stage, ramp_factor, ramp_length, stage_at, stage_lr, stage_plan
 from nnunet_polycl.finetuning.budgets import FINAL_CHECKPOINT, budget_plan, budgets_from_environment
 from nnunet_polycl.finetuning.labelled_subset import SUBSET_FILE, SUBSET_SEED, choose_labelled_cases, subset_record
 from nnunet_polycl.finetuning.layerwise import ScaledGroups, scaled_parameter_groups
@@ -310,7 +310,7 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
             ramps = sorted({s.ramp_fraction for s in self.polycl_plan} - {0.0})
             if ramps:
                 text += (f", each iteration's rate ramped linearly from 0 over the first {ramps[0]:.0%} of the "
-                         f"iterations ({max(1, round(ramps[0] * self.num_epochs * self.num_iterations_per_epoch))})")
+                         f"iterations ({ramp_length(ramps[0], self.num_epochs * self.num_iterations_per_epoch)})")
         return text
 
     def on_epoch_end(self) -> None:
@@ -392,7 +392,7 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
     def polycl_ramp_iterations(self) -> int:
         """Length of the current stage's per-iteration ramp (0: none), in iterations of this run."""
         fraction = self.polycl_stage.ramp_fraction if self.polycl_stage is not None else 0.0
-        return max(1, round(fraction * self.num_epochs * self.num_iterations_per_epoch)) if fraction else 0
+        return ramp_length(fraction, self.num_epochs * self.num_iterations_per_epoch)
 
     def train_step(self, batch: dict) -> dict:
         """nnU-Net's step; during a ``warmupfull`` ramp, first sets each group's rate to the scheduled one times the
