@@ -21,8 +21,9 @@ def _preset_help() -> str:
         lines.append(f"{p.name} ({p.description}): methods {' '.join(p.methods)}; seeds "
                      f"{' '.join(map(str, p.seeds))}; k {' '.join(map(str, p.ks))}; pre-training {s.pretrain_epochs} "
                      f"epochs, batch {s.pretrain_batch_size}, lr {s.pretrain_lr:g}, slice fraction {s.slice_fraction}, "
-                     f"{s.pretraining_seeds} pre-training seeds; fine-tuning schedule {s.schedule}; device "
-                     f"{p.device}; {p.jobs} parallel job(s)" + ("; unlabelled scans" if p.unlabelled else ""))
+                     f"{s.pretraining_seeds} pre-training seeds; fine-tuning schedule {s.schedule}"
+                     + ("" if p.adaptations == ("default",) else f", adaptations {' '.join(p.adaptations)}")
+                     + f"; device {p.device}; {p.jobs} parallel job(s)" + ("; unlabelled scans" if p.unlabelled else ""))
     return ". ".join(lines)
 
 
@@ -42,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"methods among {' '.join(METHODS)} (default: the preset's)")
     p.add_argument("--adaptations", nargs="+", default=None, metavar="A",
                    help=f"how the encoder is fine-tuned, among default {' '.join(ADAPTATIONS)} (trainer suffixes; "
-                        f"default: the preset's, 'default' = the trainer's default)")
+                        f"'default' = the trainer's default), for every method, or METHOD=A for one method only "
+                        f"(e.g. 'default O=layerwise': the baseline on the default, O layer-wise; a method with an "
+                        f"item of its own runs only those). Default: the preset's")
     p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="S",
                    help="seeds, one run per seed; a seed fixes the labelled subset, the pre-training and the "
                         "fine-tuning randomness (default: the preset's)")

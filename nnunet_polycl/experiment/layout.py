@@ -28,7 +28,13 @@ import os
 from dataclasses import dataclass
 from os.path import join
 
-from nnunet_polycl.experiment.presets import K, pretraining_strategy, trainer_name, uses_pseudo_labels
+from nnunet_polycl.experiment.presets import (
+    K,
+    method_adaptations,
+    pretraining_strategy,
+    trainer_name,
+    uses_pseudo_labels,
+)
 from nnunet_polycl.finetuning.budgets import budget_name
 from nnunet_polycl.paths import fold_folder_name, require_nnunet_folder
 
@@ -126,17 +132,19 @@ def run_grid(methods: tuple[str, ...], adaptations: tuple[str, ...], seeds: tupl
     """Every run, seed-major so that each seed's pre-trainings are made once and then used for all k; the runs' names
     carry the schedule and the tags of ``identity``'s settings (the experiment's, see :func:`run_settings`).
 
-    ``unlabelled``: the number of unlabelled scans every pre-training uses (None: none). A pseudo-label pre-training
-    is never shared between seeds: it depends on the seed's baseline.
+    ``adaptations``: the ``--adaptations`` items (``A`` for every method, ``METHOD=A`` for one, see
+    :func:`method_adaptations`). ``unlabelled``: the number of unlabelled scans every pre-training uses (None: none).
+    A pseudo-label pre-training is never shared between seeds: it depends on the seed's baseline.
     """
     identity = identity or {}
+    per_method = method_adaptations(methods, adaptations)
     tags = {pretrained: settings_tag(run_settings(identity, pretrained)) for pretrained in (False, True)}
     pretraining_tag = settings_tag({key: identity.get(key) for key in
                                     ("dataset", "fold", "plans", "plans_sha256", "configuration", *PRETRAINING_KEYS)})
     return [RunSpec(m, a, s, k, s if uses_pseudo_labels(m) or not shared_pretraining else seeds[0],
                     identity.get("schedule", "default"), tags[pretraining_strategy(m) is not None], pretraining_tag,
                     None if pretraining_strategy(m) is None else unlabelled, tags[False])
-            for s in seeds for m in methods for a in adaptations for k in ks]
+            for s in seeds for m in methods for a in per_method[m] for k in ks]
 
 
 def default_experiment_folder(dataset_name: str, preset: str, fold: int | str,

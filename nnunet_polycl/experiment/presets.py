@@ -155,12 +155,40 @@ def check_methods(methods: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(methods))
 
 
-def check_adaptations(adaptations: tuple[str, ...]) -> tuple[str, ...]:
-    """Validated adaptations (``default`` = the trainer's default, no suffix) without duplicates."""
+def method_adaptations(methods: tuple[str, ...], adaptations: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """Each method's adaptations from ``--adaptations`` items: ``A`` applies to every method that has no item of its
+    own, ``METHOD=A`` to that method only (``default O=layerwise``: the baseline on the trainer's default, O fine-tuned
+    layer-wise); a method with neither gets ``default``."""
+    pinned: dict[str, list[str]] = {}
+    common: list[str] = []
+    for item in adaptations:
+        method, pin, adaptation = item.rpartition("=")
+        if pin:
+            pinned.setdefault(method, []).append(adaptation)
+        else:
+            common.append(item)
+    return {m: tuple(dict.fromkeys(pinned.get(m) or common or ["default"])) for m in methods}
+
+
+def check_adaptations(adaptations: tuple[str, ...], methods: tuple[str, ...]) -> tuple[str, ...]:
+    """Validated ``--adaptations`` items (``A`` or ``METHOD=A``; ``default`` = the trainer's default, no suffix)
+    without duplicates."""
     valid = ("default", *ADAPTATIONS)
-    unknown = [a for a in adaptations if a not in valid]
+    unknown = [a for a in adaptations if a.rpartition("=")[2] not in valid]
     if unknown:
-        raise PolyCLUserError(f"Unknown adaptation(s) {', '.join(unknown)}: choose from {' '.join(valid)}.")
+        raise PolyCLUserError(f"Unknown adaptation(s) {', '.join(unknown)}: choose from {' '.join(valid)} (or "
+                              f"METHOD=ADAPTATION for one method, e.g. O=layerwise).")
+    strangers = [a for a in adaptations if "=" in a and a.rpartition("=")[0] not in methods]
+    if strangers:
+        raise PolyCLUserError(f"--adaptations {' '.join(strangers)} names a method that is not run (methods: "
+                              f"{' '.join(methods)}): add it to --methods or drop the item.")
+    per_method = method_adaptations(methods, adaptations)
+    for method in [m for m in methods if uses_pseudo_labels(m) and "baseline" in methods]:
+        orphans = [a for a in per_method[method] if a not in per_method["baseline"]]
+        if orphans:
+            raise PolyCLUserError(f"{method} takes its pseudo-labels from the baseline run of the same adaptation, "
+                                  f"but the baseline does not run {' '.join(orphans)}: add "
+                                  f"{' '.join(f'baseline={a}' for a in orphans)} to --adaptations.")
     return tuple(dict.fromkeys(adaptations))
 
 

@@ -3,7 +3,8 @@
 Reports (in ``<experiment>/reports/``, rewritten after every finished run):
 
 - ``table1.md`` / ``.csv`` / ``.json``: Table 1, one comparison per adaptation (every arm against the baseline
-  fine-tuned with the same adaptation: the fair comparison); needs baseline runs;
+  fine-tuned with the same adaptation: the fair comparison; arms of an adaptation the baseline did not run, as with
+  ``--adaptations default O=layerwise``, against the baseline on nnU-Net's own schedule); needs baseline runs;
 - ``schedules.md`` / ``.csv`` / ``.json`` (only with several adaptations): every arm against the baseline on
   nnU-Net's own schedule (adaptation ``direct``, else the trainer's default);
 - ``verdict.md``: one sentence per arm and k saying what the Dice comparison supports, with the baseline's
@@ -50,7 +51,7 @@ from nnunet_polycl.finetuning.budgets import FINAL_CHECKPOINT
 from nnunet_polycl.paths import PolyCLUserError
 
 BASELINE = "baseline"
-REFERENCE_ADAPTATIONS = ("direct", "default")  # nnU-Net's own schedule, for the schedules report
+REFERENCE_ADAPTATIONS = ("direct", "default")  # nnU-Net's own schedule: schedules report, arms without a baseline
 
 
 def evaluate_run(reference_folder: str, prediction_folder: str, dataset_json: dict, output_folder: str) -> dict:
@@ -109,15 +110,15 @@ def schedule_lines(records: list[dict]) -> list[str]:
 
 
 def comparisons(rows: list[dict]) -> list[tuple[str, list[dict]]]:
-    """``(baseline arm, rows)`` per adaptation that has baseline runs: the arms of that adaptation and its baseline."""
+    """``(baseline arm, rows)`` per adaptation that has baseline runs: the arms of that adaptation and its baseline.
+    Arms of an adaptation without baseline runs of its own (``--adaptations default O=layerwise``) join the
+    comparison with the baseline on nnU-Net's own schedule (the first of ``REFERENCE_ADAPTATIONS`` that has runs)."""
     adaptations = list(dict.fromkeys(r["adaptation"] for r in rows))
-    groups = []
-    for adaptation in adaptations:
-        baseline = arm_name(BASELINE, adaptation)
-        group = [r for r in rows if r["adaptation"] == adaptation]
-        if any(r["method"] == baseline for r in group):
-            groups.append((baseline, group))
-    return groups
+    with_baseline = [a for a in adaptations if any(r["method"] == arm_name(BASELINE, a) for r in rows)]
+    reference = next((a for a in REFERENCE_ADAPTATIONS if a in with_baseline), None)
+    without = [r for r in rows if r["adaptation"] not in with_baseline]
+    return [(arm_name(BASELINE, a), [r for r in rows if r["adaptation"] == a] + (without if a == reference else []))
+            for a in with_baseline]
 
 
 def _identity(layout: ExperimentLayout) -> dict:

@@ -85,6 +85,20 @@ def test_runs_pre_trained_with_unlabelled_scans_are_counted_as_finished_not_miss
     assert "Runs planned: 24 (24 finished)." in Path(written["verdict_md"]).read_text()
 
 
+def test_an_adaptation_for_one_method_is_compared_with_the_baseline_on_its_own_schedule(tmp_path):
+    grid = {**GRID, "adaptations": ["default", "O=layerwise"]}
+    runs = make_experiment(tmp_path / "exp", grid=grid, gain=0.1)
+    assert {(r.method, r.adaptation) for r in runs} == {("baseline", "default"), ("O", "layerwise")}
+    written = write_reports(ExperimentLayout(str(tmp_path / "exp")))
+    table = json.loads(Path(written["table1_json"]).read_text())["comparisons"]
+    assert [t["baseline"] for t in table] == ["baseline"]
+    o1 = next(e for e in table[0]["rows"] if (e["method"], e["k"]) == ("O/layerwise", 1))
+    assert o1["metrics"]["dice"]["vs_baseline"]["n_pairs"] == 6
+    verdict = Path(written["verdict_md"]).read_text()
+    assert "- O/layerwise: " in verdict and "was better" in verdict
+    assert "Runs planned: 24 (24 finished)." in verdict
+
+
 def test_no_effect_experiment_gets_no_better_or_worse_verdict_through_the_writer(tmp_path):
     make_experiment(tmp_path / "exp")
     verdict = Path(write_reports(ExperimentLayout(str(tmp_path / "exp")))["verdict_md"]).read_text()
