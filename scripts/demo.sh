@@ -63,9 +63,11 @@ nnUNetv2_predict -i "$WORK/val_images" -o "$PRED" -d "$ID" -c 2d -f "$FOLD" -tr 
 step "7/8 evaluation: Dice, HD and HD95 in mm"
 polycl_evaluate -ref "$RAW_DS/labelsTr" -pred "$PRED" -djfile "$RAW_DS/dataset.json" -o "$WORK/evaluation_PolyCL_O" --intersection --overwrite
 
-step "8/8 few labels: baseline against PolyCL-O fine-tuned on 1 labelled scan to the end of training, seeds $SEEDS (polycl_experiment --preset demo)"
+step "8/8 few labels: baseline against PolyCL-O fine-tuned layer-wise on 1 labelled scan to the end of training, seeds $SEEDS (polycl_experiment --preset demo)"
 EXP="$nnUNet_results/Dataset${ID}_PolyCLDemo/PolyCL_experiment__demo__fold_$FOLD"
-# the _quick schedule (50 passes over the labelled slices at batch 4: 250-350 Adam steps at k = 1); --budgets 0.5 1:
+# the _quick schedule (50 passes over the labelled slices at batch 4: 250-350 Adam steps at k = 1); the preset
+# fine-tunes O layer-wise (its encoder at 0.1 x the decoder's rate: the adaptation chosen on fold 0) and the baseline
+# on the default (nnUNetTrainerPolyCL_O_quick_layerwise_k1_seed<s> against ..._Baseline_quick_k1_seed<s>); --budgets 0.5 1:
 # every run is also evaluated halfway through its schedule (same run, its checkpoint at that epoch), so that the
 # comparison says whether the baseline reached the end of its training
 # shellcheck disable=SC2086

@@ -84,9 +84,11 @@ PRESETS = {
         "demo", ProtocolSettings(pretrain_epochs=3, pretrain_batch_size=16, pretrain_lr=1e-3, slice_fraction=1.0,
                                  schedule="quick",
                                  pretraining_seeds="shared", augmentation_workers=0),
-        methods=("baseline", "O"), seeds=tuple(range(5)), ks=(1,), device="cpu", num_workers=0, jobs=2,
-        description="CPU, the README demo: baseline against PolyCL-O at 1 labelled scan to the end of training "
-                    "(_quick), 5 seeds sharing one pre-training"),
+        methods=("baseline", "O"), adaptations=("default", "O=layerwise"), seeds=tuple(range(5)), ks=(1,),
+        device="cpu", num_workers=0, jobs=2,
+        description="CPU, the README demo: baseline against PolyCL-O fine-tuned layer-wise (its encoder at 0.1 x the "
+                    "decoder's learning rate, the adaptation chosen on fold 0) at 1 labelled scan to the end of "
+                    "training (_quick), 5 seeds sharing one pre-training"),
     "study": Preset(
         "study", ProtocolSettings(pretrain_epochs=3, pretrain_batch_size=20, pretrain_lr=1e-3, slice_fraction=1.0,
                                   schedule="demo", augmentation_workers=2),

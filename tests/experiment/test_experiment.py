@@ -19,7 +19,8 @@ import torch
 from tests.conftest import DEMO_ID, run_cli, smoke_env
 
 METHODS, SEEDS = ("baseline", "O"), ("0", "1")
-ARGS = ["polycl_experiment", "-d", str(DEMO_ID), "-f", "0", "--preset", "demo", "--methods", *METHODS, "--seeds",
+ARGS = ["polycl_experiment", "-d", str(DEMO_ID), "-f", "0", "--preset", "demo", "--methods", *METHODS, "--adaptations",
+        "default", "--seeds",
         *SEEDS, "--k", "2", "--schedule", "smoke", "--pretrain-epochs", "1", "--batch-size", "8", "--slice-fraction",
         "0.5", "--pretraining-seeds", "per-seed", "--budgets", "0.5", "1", "--jobs", "2", "--no-progress"]
 RUNS = [(m, s) for m in METHODS for s in SEEDS]
