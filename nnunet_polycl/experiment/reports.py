@@ -5,8 +5,8 @@ Reports (in ``<experiment>/reports/``, rewritten after every finished run):
 - ``table1.md`` / ``.csv`` / ``.json``: Table 1, one comparison per adaptation (every arm against the baseline
   fine-tuned with the same adaptation: the fair comparison; arms of an adaptation the baseline did not run, as with
   ``--adaptations default O=layerwise``, against the baseline on nnU-Net's own schedule); needs baseline runs;
-- ``schedules.md`` / ``.csv`` / ``.json`` (only with several adaptations): every arm against the baseline on
-  nnU-Net's own schedule (adaptation ``direct``, else the trainer's default);
+- ``schedules.md`` / ``.csv`` / ``.json`` (only when the baseline ran several adaptations): every arm against the
+  baseline on nnU-Net's own schedule (adaptation ``direct``, else the trainer's default);
 - ``verdict.md``: one sentence per arm and k saying what the Dice comparison supports, with the baseline's
   end-of-training label (:mod:`nnunet_polycl.evaluation.convergence`);
 - ``budgets.md`` / ``.csv`` / ``.json`` and ``fig_budgets.png`` (only with ``--budgets``): Dice against training
@@ -232,8 +232,9 @@ def write_reports(layout: ExperimentLayout) -> dict[str, str]:
         written.update(_write_tables(tables, layout.reports, "table1", footer, header, notes))
         written["verdict_md"] = write_text_atomic(join(layout.reports, "verdict.md"),
                                                   verdicts(tables, identity, budgets, footer))
-    references = [a for a in REFERENCE_ADAPTATIONS if any(r["method"] == arm_name(BASELINE, a) for r in rows)]
-    if len({r["adaptation"] for r in rows}) > 1 and references:
+    with_baseline = {r["adaptation"] for r in rows if r["method"] == arm_name(BASELINE, r["adaptation"])}
+    references = [a for a in REFERENCE_ADAPTATIONS if a in with_baseline]
+    if len(with_baseline) > 1 and references:  # else Table 1 already compares every arm with that baseline
         reference = method_table(rows, arm_name(BASELINE, references[0]), pair_by, interval)
         written.update(_write_tables([reference], layout.reports, "schedules", footer))
     if any(r["k"] is not None for r in rows):

@@ -97,6 +97,9 @@ def test_an_adaptation_for_one_method_is_compared_with_the_baseline_on_its_own_s
     verdict = Path(written["verdict_md"]).read_text()
     assert "- O/layerwise: " in verdict and "was better" in verdict
     assert "Runs planned: 24 (24 finished)." in verdict
+    assert "schedules_md" not in written  # Table 1 already holds that comparison
+    make_experiment(tmp_path / "both", grid={**GRID, "adaptations": ["default", "layerwise"]})
+    assert "schedules_md" in write_reports(ExperimentLayout(str(tmp_path / "both")))
 
 
 def test_no_effect_experiment_gets_no_better_or_worse_verdict_through_the_writer(tmp_path):
