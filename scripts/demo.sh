@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# README command 1: the whole PolyCL pipeline on the built-in synthetic demo dataset, CPU-sized (~10.5 min on 2 cores).
+# README command 1: the whole PolyCL pipeline on the built-in synthetic demo dataset, CPU-sized (~11 min on 2 cores).
 # Creates/reuses ./.venv, installs the package, and uses ./work/demo for nnUNet_raw / _preprocessed / _results unless
 # those variables are already set. Re-running reuses what is already there.
 set -euo pipefail
@@ -109,5 +109,5 @@ if ! grep -q "^End of training.*: \*\*end of training\*\*" "$EXP/reports/budgets
     echo "documentation/evidence.md, section 0."
 fi
 echo "One pre-trained encoder served all 5 seeds, so the interval leaves out how much the result depends on the"
-echo "pre-training's own randomness; the same comparison with one pre-training per seed (and S, and k = 2 and 4):"
-echo "documentation/evidence.md, section 0d."
+echo "pre-training's own randomness; the same comparison with one pre-training per seed, 10 seeds, on fold 1 and on"
+echo "fold 2: documentation/evidence.md, section 0e (and 0d for S, and k = 2 and 4)."
