@@ -53,8 +53,8 @@ def test_unlabelled_preset_pairs_every_method_by_seed_and_passes_each_its_option
     assert len(seeds) >= 5 and {r.k for r in runs} == {1, 2, 4}
     for seed in seeds:
         for k in (1, 2, 4):
-            paired = {r.method: r for r in runs if r.seed == seed and r.k == k}
-            assert sorted(paired) == sorted(["baseline", "S", "O", "O-pseudo"])  # one run per method: paired
+            paired = {r.arm: r for r in runs if r.seed == seed and r.k == k}
+            assert sorted(paired) == sorted(["baseline", "S", "O", "O/layerwise", "O-pseudo"])  # one run per arm
             assert all(r.trainer("demo").endswith(f"_k{k}_seed{seed}") for r in paired.values())  # same subset
             assert paired["O-pseudo"].trainer("demo") == paired["O"].trainer("demo")
             assert paired["O-pseudo"].baseline.name == paired["baseline"].name
