@@ -174,6 +174,12 @@ def method_adaptations(methods: tuple[str, ...], adaptations: tuple[str, ...]) -
     return {m: tuple(dict.fromkeys(pinned.get(m) or common or ["default"])) for m in methods}
 
 
+def preset_adaptations(preset: Preset, methods: tuple[str, ...]) -> tuple[str, ...]:
+    """The preset's ``--adaptations`` items for the methods run: its items for other methods are left out (the demo's
+    ``O=layerwise`` with ``--methods baseline S``)."""
+    return tuple(a for a in preset.adaptations if a.rpartition("=")[0] in ("", *methods))
+
+
 def check_adaptations(adaptations: tuple[str, ...], methods: tuple[str, ...]) -> tuple[str, ...]:
     """Validated ``--adaptations`` items (``A`` or ``METHOD=A``; ``default`` = the trainer's default, no suffix)
     without duplicates."""

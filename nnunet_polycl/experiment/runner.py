@@ -38,6 +38,7 @@ from nnunet_polycl.experiment.presets import (
     get_preset,
     override_settings,
     parse_k,
+    preset_adaptations,
     pretraining_strategy,
     uses_pseudo_labels,
 )
@@ -206,7 +207,7 @@ def prepare(req: ExperimentRequest) -> tuple[StepContext, list[RunSpec], Evaluat
                                  interval=req.interval, augmentation_workers=req.augmentation_workers,
                                  cpu_threads=req.cpu_threads)
     methods = check_methods(tuple(req.methods or preset.methods))
-    adaptations = check_adaptations(tuple(req.adaptations or preset.adaptations), methods)
+    adaptations = check_adaptations(tuple(req.adaptations or preset_adaptations(preset, methods)), methods)
     jobs = req.jobs if req.jobs is not None else preset.jobs
     if jobs < 1:
         raise PolyCLUserError(f"--jobs {jobs} is invalid: use 1 (one run at a time) or more parallel runs.")

@@ -102,6 +102,13 @@ def test_an_adaptation_for_one_method_is_compared_with_the_baseline_on_its_own_s
     assert "schedules_md" in write_reports(ExperimentLayout(str(tmp_path / "both")))
 
 
+def test_a_presets_adaptation_for_a_method_not_run_is_left_out():
+    from nnunet_polycl.experiment.presets import PRESETS, preset_adaptations
+
+    assert preset_adaptations(PRESETS["demo"], ("baseline", "O")) == ("default", "O=layerwise")
+    assert preset_adaptations(PRESETS["demo"], ("baseline", "S")) == ("default",)  # --methods baseline S
+
+
 def test_no_effect_experiment_gets_no_better_or_worse_verdict_through_the_writer(tmp_path):
     make_experiment(tmp_path / "exp")
     verdict = Path(write_reports(ExperimentLayout(str(tmp_path / "exp")))["verdict_md"]).read_text()

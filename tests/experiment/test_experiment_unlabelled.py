@@ -112,7 +112,7 @@ def test_bad_unlabelled_input_is_refused_before_anything_is_written(demo_in_proc
 def unlabelled_demo(nnunet_root, preprocessed_demo, tmp_path_factory) -> dict:
     """A demo dataset with 3 unlabelled scans written by ``polycl_demo make-dataset --unlabelled 3`` (same seed: the
     same labelled scans, so the session's preprocessed data is copied, not made again) and a CI-sized run of the
-    unlabelled preset on it (baseline, O, O-pseudo; seed 0; k = 1; the first 2 unlabelled scans)."""
+    unlabelled preset on it (baseline, O both ways, O-pseudo; seed 0; k = 1; the first 2 unlabelled scans)."""
     root = tmp_path_factory.mktemp("unlabelled_demo")
     for sub in ("raw", "results"):
         (root / sub).mkdir()
@@ -164,8 +164,11 @@ def test_runner_passes_the_unlabelled_options_to_each_pretraining(unlabelled_dem
     assert {s["status_source"] for s in pseudo["unlabelled"]["scans"]} == {"pseudo"}
 
     results = json.loads((folder / "reports" / "results.json").read_text())
-    runs = {r["method"]: r for r in results["runs"]}
+    runs = {r["arm"]: r for r in results["runs"]}
     assert runs["O-pseudo"]["trainer"] == runs["O"]["trainer"] == "nnUNetTrainerPolyCL_O_smoke_k1_seed0"
+    # the preset also fine-tunes O layer-wise, from the same O encoder
+    assert runs["O/layerwise"]["trainer"] == "nnUNetTrainerPolyCL_O_smoke_layerwise_k1_seed0"
+    assert runs["O/layerwise"]["pretrained_weights"] == runs["O"]["pretrained_weights"]
     assert runs["O-pseudo"]["pretrained_weights"] == str(
         pseudo_folder / "pretrained_weights.pth")
     chosen = [json.loads(next(_one(folder / "runs", name).rglob("polycl_labelled_cases.json")).read_text())["cases"]
@@ -173,5 +176,5 @@ def test_runner_passes_the_unlabelled_options_to_each_pretraining(unlabelled_dem
                            "O-pseudo__default__smoke__seed0__k1__N2__*")]
     assert chosen[0] == chosen[1] == chosen[2]  # paired: the same labelled scan for every method of seed 0
     table = (folder / "reports" / "table1.md").read_text()
-    assert "| O-pseudo |" in table and table in unlabelled_demo["proc"].stdout
+    assert "| O-pseudo |" in table and "| O/layerwise |" in table and table in unlabelled_demo["proc"].stdout
     assert np.isfinite([r["foreground_mean"]["dice"]["mean"] for r in results["runs"]]).all()
