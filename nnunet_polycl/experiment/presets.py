@@ -159,36 +159,41 @@ def check_methods(methods: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(methods))
 
 
+def _split_item(item: str) -> tuple[str, str]:
+    """An ``--adaptations`` item as ``(method, adaptation)``; the method is ``""`` for an item of every method."""
+    method, _, adaptation = item.rpartition("=")
+    return method, adaptation
+
+
 def method_adaptations(methods: tuple[str, ...], adaptations: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
     """Each method's adaptations from ``--adaptations`` items: ``A`` applies to every method that has no item of its
     own, ``METHOD=A`` to that method only (``default O=layerwise``: the baseline on the trainer's default, O fine-tuned
     layer-wise); a method with neither gets ``default``."""
     pinned: dict[str, list[str]] = {}
     common: list[str] = []
-    for item in adaptations:
-        method, pin, adaptation = item.rpartition("=")
-        if pin:
+    for method, adaptation in map(_split_item, adaptations):
+        if method:
             pinned.setdefault(method, []).append(adaptation)
         else:
-            common.append(item)
+            common.append(adaptation)
     return {m: tuple(dict.fromkeys(pinned.get(m) or common or ["default"])) for m in methods}
 
 
 def preset_adaptations(preset: Preset, methods: tuple[str, ...]) -> tuple[str, ...]:
     """The preset's ``--adaptations`` items for the methods run: its items for other methods are left out (the demo's
     ``O=layerwise`` with ``--methods baseline S``)."""
-    return tuple(a for a in preset.adaptations if a.rpartition("=")[0] in ("", *methods))
+    return tuple(a for a in preset.adaptations if _split_item(a)[0] in ("", *methods))
 
 
 def check_adaptations(adaptations: tuple[str, ...], methods: tuple[str, ...]) -> tuple[str, ...]:
     """Validated ``--adaptations`` items (``A`` or ``METHOD=A``; ``default`` = the trainer's default, no suffix)
     without duplicates."""
     valid = ("default", *ADAPTATIONS)
-    unknown = [a for a in adaptations if a.rpartition("=")[2] not in valid]
+    unknown = [a for a in adaptations if _split_item(a)[1] not in valid]
     if unknown:
         raise PolyCLUserError(f"Unknown adaptation(s) {', '.join(unknown)}: choose from {' '.join(valid)} (or "
                               f"METHOD=ADAPTATION for one method, e.g. O=layerwise).")
-    strangers = [a for a in adaptations if "=" in a and a.rpartition("=")[0] not in methods]
+    strangers = [a for a in adaptations if _split_item(a)[0] not in ("", *methods)]
     if strangers:
         raise PolyCLUserError(f"--adaptations {' '.join(strangers)} names a method that is not run (methods: "
                               f"{' '.join(methods)}): add it to --methods or drop the item.")

@@ -109,13 +109,19 @@ def schedule_lines(records: list[dict]) -> list[str]:
             for text in dict.fromkeys(described)]
 
 
+def _baseline_adaptations(rows: list[dict]) -> tuple[list[str], str | None]:
+    """The adaptations the baseline ran (in the rows' order), and the one on nnU-Net's own schedule among them (the
+    first of ``REFERENCE_ADAPTATIONS``; None when the baseline ran neither)."""
+    adaptations = list(dict.fromkeys(r["adaptation"] for r in rows))
+    ran = [a for a in adaptations if any(r["method"] == arm_name(BASELINE, a) for r in rows)]
+    return ran, next((a for a in REFERENCE_ADAPTATIONS if a in ran), None)
+
+
 def comparisons(rows: list[dict]) -> list[tuple[str, list[dict]]]:
     """``(baseline arm, rows)`` per adaptation that has baseline runs: the arms of that adaptation and its baseline.
     Arms of an adaptation without baseline runs of its own (``--adaptations default O=layerwise``) join the
     comparison with the baseline on nnU-Net's own schedule (the first of ``REFERENCE_ADAPTATIONS`` that has runs)."""
-    adaptations = list(dict.fromkeys(r["adaptation"] for r in rows))
-    with_baseline = [a for a in adaptations if any(r["method"] == arm_name(BASELINE, a) for r in rows)]
-    reference = next((a for a in REFERENCE_ADAPTATIONS if a in with_baseline), None)
+    with_baseline, reference = _baseline_adaptations(rows)
     without = [r for r in rows if r["adaptation"] not in with_baseline]
     return [(arm_name(BASELINE, a), [r for r in rows if r["adaptation"] == a] + (without if a == reference else []))
             for a in with_baseline]
@@ -232,11 +238,10 @@ def write_reports(layout: ExperimentLayout) -> dict[str, str]:
         written.update(_write_tables(tables, layout.reports, "table1", footer, header, notes))
         written["verdict_md"] = write_text_atomic(join(layout.reports, "verdict.md"),
                                                   verdicts(tables, identity, budgets, footer))
-    with_baseline = {r["adaptation"] for r in rows if r["method"] == arm_name(BASELINE, r["adaptation"])}
-    references = [a for a in REFERENCE_ADAPTATIONS if a in with_baseline]
-    if len(with_baseline) > 1 and references:  # else Table 1 already compares every arm with that baseline
-        reference = method_table(rows, arm_name(BASELINE, references[0]), pair_by, interval)
-        written.update(_write_tables([reference], layout.reports, "schedules", footer))
+    with_baseline, reference = _baseline_adaptations(rows)
+    if len(with_baseline) > 1 and reference:  # else Table 1 already compares every arm with that baseline
+        table = method_table(rows, arm_name(BASELINE, reference), pair_by, interval)
+        written.update(_write_tables([table], layout.reports, "schedules", footer))
     if any(r["k"] is not None for r in rows):
         figure = plot_against_k(rows, join(layout.reports, "fig4.png"), baseline=BASELINE, overwrite=True,
                                 interval=interval)
