@@ -3,7 +3,8 @@
 - The lock is ``FOLDER/.polycl.lock``: a kernel lock (``fcntl.flock``) on that file, held while the process lives,
   and the holder's pid, host, program and start time written in it for the error message.
 - A second process is refused with a one-line :class:`~nnunet_polycl.paths.PolyCLUserError` naming the holder and
-  the lock file. The kernel drops the lock when its holder dies (even by ``kill -9``): a lock file that nobody
+  the lock file, or, with ``wait=True`` (a shared cache that two runs may fill at once), waits for the holder to
+  release it, saying once whom it waits for. The kernel drops the lock when its holder dies (even by ``kill -9``): a lock file that nobody
   holds is stale and is taken over, which :meth:`FolderLock.acquire` reports.
 - Forked children (data-loading workers) close their copy of the lock's descriptor: a worker that outlives its
   killed parent for a moment must not keep the lock held (the next run's ``--c`` would be refused).
@@ -45,10 +46,11 @@ class FolderLock:
     ``lock.took_over`` holds the previous holder's description when a stale lock was taken over (else None).
     """
 
-    def __init__(self, folder: str, program: str):
+    def __init__(self, folder: str, program: str, wait: bool = False):
         self.folder = os.path.abspath(folder)
         self.path = join(self.folder, LOCK_FILE)
         self.program = program
+        self.wait = wait
         self.took_over: str | None = None
         self._fd: int | None = None
         self._created: list[str] = []
@@ -57,21 +59,29 @@ class FolderLock:
         """Take the lock (creating the folder if needed); returns self.
 
         Raises:
-            PolyCLUserError: another live process holds it (its pid and host are named).
+            PolyCLUserError: another live process holds it (its pid and host are named); with ``wait`` it waits.
         """
-        self._created = _missing_folders(self.folder)
-        os.makedirs(self.folder, exist_ok=True)
+        said_waiting = False
         while True:
+            # (again after a wait: the holder removes on release the empty folders it created)
+            self._created = sorted(set(self._created) | set(_missing_folders(self.folder)), key=len, reverse=True)
+            os.makedirs(self.folder, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = _read(fd) or "another process"
-                os.close(fd)
-                self._remove_created_folders()
-                raise PolyCLUserError(
-                    f"{self.folder} is in use by {holder} (lock file {self.path}). Wait for that run to end, or "
-                    f"choose another output folder.") from None
+                if not self.wait:
+                    os.close(fd)
+                    self._remove_created_folders()
+                    raise PolyCLUserError(
+                        f"{self.folder} is in use by {holder} (lock file {self.path}). Wait for that run to end, or "
+                        f"choose another output folder.") from None
+                if not said_waiting:
+                    print(f"{self.program}: waiting for {holder} to finish with {self.folder} (lock file "
+                          f"{self.path}).", flush=True)
+                    said_waiting = True
+                fcntl.flock(fd, fcntl.LOCK_EX)
             if _same_file(fd, self.path):  # not a file that its releasing holder unlinked meanwhile
                 break
             os.close(fd)

@@ -8,11 +8,13 @@ Layout, inside the dataset's preprocessed folder (``<source>`` = the folder's na
         records/CASE.json                            what the case was made from (the case is complete only with it)
         organ_status/<model>/CASE.json               pseudo-label areas per slice (``pseudo_labels.py``)
         .tmp/                                        cases being written
+        .polycl.lock                                 held while a run fills the cache (``folder_lock.py``)
 
 A case is written into ``.tmp`` and moved into ``data/``; its record is written last, atomically, and removed first
 when the case is redone. A case is read only when its record exists and matches the source image's checksum and the
 plans file's checksum, so an interrupted run never leaves a case that is read later, and a changed source file or
-re-planned dataset invalidates exactly the cases it affects.
+re-planned dataset invalidates exactly the cases it affects. A run holds the cache's lock while it checks and fills
+the cache; a second run (another fold started beside it) waits for it, then finds the cases complete.
 """
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from nnunet_polycl.checkpoint import file_sha256
+from nnunet_polycl.folder_lock import FolderLock
 from nnunet_polycl.network import PlansContext
 from nnunet_polycl.paths import PolyCLUserError
 from nnunet_polycl.slice_index import SliceIndex, index_from_statuses
@@ -94,22 +95,29 @@ class UnlabelledPlan:
         """Preprocess the scans that are not cached yet (writes the caches); returns every scan's record by key."""
         records: dict[str, dict] = {}
         for source, cache in self.caches.items():
-            mine = [(case, checksum) for case, checksum in self.scans if case.source == source]
-            cache.remove_other_cases({case.case_id for case, _ in mine} |
-                                     {case.case_id for case in self.not_counted if case.source == source})
-            todo = []
-            for case, checksum in mine:
-                record = cache.current_record(case.case_id, checksum, self.plans_sha256)
-                if record is None:
-                    todo.append((case, checksum))
-                else:
-                    records[case.key] = record
-            if todo:
-                print(f"{len(todo)} of {len(mine)} unlabelled scans of {source} need preprocessing "
-                      f"(cache: {cache.root}).", flush=True)
-            new = preprocess_cases(self.ctx, cache, todo, self.plans_sha256, self.options.num_processes)
-            records.update({join(source, case_id): record for case_id, record in new.items()})
+            with FolderLock(cache.root, "preprocessing unlabelled scans", wait=True):
+                records.update(self._preprocess_into(source, cache))
         self.memo.save()
+        return records
+
+    def _preprocess_into(self, source: str, cache: UnlabelledCache) -> dict[str, dict]:
+        """Preprocess one folder's scans that ``cache`` lacks (the caller holds the cache's lock, so that two runs
+        filling the same cache at once take turns); returns the records of the folder's scans by key."""
+        mine = [(case, checksum) for case, checksum in self.scans if case.source == source]
+        cache.remove_other_cases({case.case_id for case, _ in mine} |
+                                 {case.case_id for case in self.not_counted if case.source == source})
+        records, todo = {}, []
+        for case, checksum in mine:
+            record = cache.current_record(case.case_id, checksum, self.plans_sha256)
+            if record is None:
+                todo.append((case, checksum))
+            else:
+                records[case.key] = record
+        if todo:
+            print(f"{len(todo)} of {len(mine)} unlabelled scans of {source} need preprocessing "
+                  f"(cache: {cache.root}).", flush=True)
+        new = preprocess_cases(self.ctx, cache, todo, self.plans_sha256, self.options.num_processes)
+        records.update({join(source, case_id): record for case_id, record in new.items()})
         return records
 
     def _statuses(self, records: dict[str, dict], device: str) -> tuple[list[str | None], list]:

@@ -1,5 +1,5 @@
-"""The output-folder lock: a second process is refused naming the holder, a dead holder's lock is taken over, and
-the empty folders a released lock created are removed again."""
+"""The output-folder lock: a second process is refused naming the holder (or, with ``wait``, waits for it), a dead
+holder's lock is taken over, and the empty folders a released lock created are removed again."""
 from __future__ import annotations
 
 import os
@@ -46,6 +46,24 @@ def test_a_second_process_is_refused_naming_the_holder_and_a_killed_holders_lock
             FolderLock(str(folder), "polycl_experiment").acquire()
     assert "took over the stale lock" in capsys.readouterr().out
     assert list(folder.iterdir()) == []  # released: the lock file is gone (the folder is the killed holder's)
+
+
+# Holds the lock for 2 s, then touches sys.argv[2] just before letting go.
+HOLD_BRIEFLY = ("import sys, time\nfrom nnunet_polycl.folder_lock import FolderLock\n"
+                "with FolderLock(sys.argv[1], 'holder'):\n    print('held', flush=True)\n    time.sleep(2)\n"
+                "    open(sys.argv[2], 'w').close()\n")
+
+
+def test_a_waiting_lock_says_whom_it_waits_for_and_is_taken_when_the_holder_releases_it(tmp_path, capsys):
+    folder, letting_go = tmp_path / "cache", tmp_path / "letting_go"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_BRIEFLY, str(folder), str(letting_go)],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with FolderLock(str(folder), "preprocessing", wait=True):
+        assert letting_go.exists()  # taken only once the holder was done
+        assert f"pid {os.getpid()}" in (folder / LOCK_FILE).read_text()
+    holder.wait()
+    assert f"preprocessing: waiting for holder pid {holder.pid}" in capsys.readouterr().out
 
 
 def test_release_removes_only_the_empty_folders_the_lock_created(tmp_path):

@@ -1,10 +1,13 @@
 """Pre-training on labelled + unlabelled scans: S uses every slice, the cache is reused and invalidated per file,
-an interrupted preprocessing run resumes, and duplicates of dataset cases are counted once."""
+an interrupted preprocessing run resumes, two runs started at once share the cache, and duplicates of dataset cases
+are counted once."""
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +90,25 @@ def test_rerun_reuses_the_cache_and_a_changed_file_invalidates_only_its_case(few
     assert {n for n in after if after[n] != before[n]} == {f"{changed}{s}" for s in (".b2nd", "_seg.b2nd", ".pkl")}
     scan = run.index.case_ids.index(changed, len(run.index.case_ids) - NUM_UNLABELLED)
     assert np.count_nonzero(run.index.scan == scan) == image.GetSize()[2] - 2
+
+
+PREPARE = ("import sys\nfrom nnunet_polycl.pretraining.session import prepare\n"
+           "from nnunet_polycl.pretraining.settings import PretrainRequest\n"
+           "prepare(PretrainRequest(986, fold=int(sys.argv[2]), strategy='S', device='cpu', epochs=1, batch_size=8, "
+           "num_workers=0, num_processes=1, unlabelled=[sys.argv[1]]))\n")
+
+
+def test_two_runs_started_at_once_take_turns_filling_the_cache(few_env):
+    """Two pre-trainings (two folds, as a user starts them side by side) on the same new unlabelled folder: one
+    preprocesses the scans, the other waits for it and reads them (unlocked, the second wiped the first's .tmp)."""
+    env = {**os.environ, **few_env}
+    runs = [subprocess.Popen([sys.executable, "-c", PREPARE, few_env["unlabelled"], str(fold)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for fold in (0, 1)]
+    outputs = [run.communicate(timeout=600)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert sum("need preprocessing" in out for out in outputs) == 1, outputs
+    records = sorted(p.stem for p in (cache_root(few_env) / "records").glob("*.json"))
+    assert len(records) == NUM_UNLABELLED and not list((cache_root(few_env) / ".tmp").iterdir())
 
 
 def test_interrupted_preprocessing_resumes_and_never_reads_a_half_written_case(few_env, capsys):
