@@ -4,8 +4,8 @@
   and the holder's pid, host, program and start time written in it for the error message.
 - A second process is refused with a one-line :class:`~nnunet_polycl.paths.PolyCLUserError` naming the holder and
   the lock file, or, with ``wait=True`` (a shared cache that two runs may fill at once), waits for the holder to
-  release it, saying once whom it waits for. The kernel drops the lock when its holder dies (even by ``kill -9``): a lock file that nobody
-  holds is stale and is taken over, which :meth:`FolderLock.acquire` reports.
+  release it, saying once whom it waits for. The kernel drops the lock when its holder dies (even by ``kill -9``):
+  a lock file that nobody holds is stale and is taken over, which :meth:`FolderLock.acquire` reports.
 - Forked children (data-loading workers) close their copy of the lock's descriptor: a worker that outlives its
   killed parent for a moment must not keep the lock held (the next run's ``--c`` would be refused).
 - Released, the file is removed, and so are the folders the lock created if they are still empty (a run refused
