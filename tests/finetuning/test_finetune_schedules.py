@@ -278,3 +278,32 @@ def test_demo_draws_progress_every_sixth_epoch_and_at_the_last(make_trainer):
             drawn.append(epoch)
     assert trainer.num_epochs == 12 and drawn == [5, 11]
     assert "Epoch time" in Path(trainer.log_file).read_text()  # the rest of nnU-Net's epoch end still runs
+
+
+def test_demo_schedules_forward_five_validation_batches_and_still_draw_all(make_trainer, monkeypatch):
+    """The epoch's pseudo Dice of ``_quick`` comes from 5 evenly spaced validation batches; every batch of the pass is
+    still drawn, so the random stream the next training batches come from is the one a full validation leaves."""
+    import numpy as np
+
+    from nnunet_polycl.finetuning import schedules
+
+    def validation_epoch() -> tuple[list[int], int, tuple]:
+        trainer = make_trainer("nnUNetTrainerPolyCL_Baseline_quick_k1_seed0")
+        trainer.on_train_start()
+        forwarded = []
+        trainer.network.register_forward_hook(lambda *_: forwarded.append(trainer._polycl_val_batch - 1))
+        with torch.no_grad():  # nnU-Net's validation loop (nnUNetTrainer.run_training)
+            trainer.on_validation_epoch_start()
+            outputs = [trainer.validation_step(next(trainer.dataloader_val))
+                       for _ in range(trainer.num_val_iterations_per_epoch)]
+            trainer.on_validation_epoch_end(outputs)
+        assert len(trainer.logger.local_logger.my_fantastic_logging["mean_fg_dice"]) == 1  # one pseudo Dice for the epoch
+        return forwarded, trainer.num_val_iterations_per_epoch, np.random.get_state()[1]
+
+    forwarded, batches, stream = validation_epoch()
+    assert batches > 5 and len(forwarded) == 5 and forwarded == sorted(set(forwarded))
+    assert forwarded[0] == 0 and forwarded[-1] >= batches - math.ceil(batches / 5)  # spread over the whole pass
+    monkeypatch.setattr(schedules, "DEMO_PSEUDO_DICE_BATCHES", batches)  # nnU-Net's: every batch forwarded
+    every, _, stream_every = validation_epoch()
+    assert every == list(range(batches))
+    assert np.array_equal(stream, stream_every)
