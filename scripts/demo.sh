@@ -38,28 +38,11 @@ OMP_NUM_THREADS=2 polycl_pretrain -d "$ID" -f "$FOLD" -s O --epochs 2 --lr 1e-3 
     -device "$DEVICE" --c
 PRETRAINING="$nnUNet_results/Dataset${ID}_PolyCLDemo/PolyCL_O__nnUNetPlans__2d/fold_$FOLD"
 
-# step 8 (the comparison, 2 parallel runs at a time) starts now in the background: it needs only the encoder, and it
-# keeps the second core busy while steps 4-7 (the probe, the all-label fine-tuning, its prediction and evaluation)
-# wait on one; its numbers do not depend on what runs beside it (seeded runs, 1 torch thread each)
-EXP="$nnUNet_results/Dataset${ID}_PolyCLDemo/PolyCL_experiment__demo__fold_$FOLD"
-# the _quick schedule (50 passes over the labelled slices at batch 4: 250-350 Adam steps at k = 1); the preset
-# fine-tunes O layer-wise (its encoder at 0.1 x the decoder's rate: the adaptation chosen on fold 0) and the baseline
-# on the default (nnUNetTrainerPolyCL_O_quick_layerwise_k1_seed<s> against ..._Baseline_quick_k1_seed<s>); --budgets 0.5 1:
-# every run is also evaluated halfway through its schedule (same run, its checkpoint at that epoch), so that the
-# comparison says whether the baseline reached the end of its training
-echo "[demo] step 8/8 (baseline against PolyCL-O on 1 labelled scan, seeds $SEEDS) starts in the background beside steps 4-7; its log: $WORK/experiment.log"
-# shellcheck disable=SC2086
-polycl_experiment -d "$ID" -f "$FOLD" --preset demo --seeds $SEEDS --pretrained "O=$PRETRAINING/pretrained_weights.pth" \
-    --budgets 0.5 1 -device "$DEVICE" -o "$EXP" --no-progress > "$WORK/experiment.log" 2>&1 &
-EXPERIMENT_PID=$!
-trap 'kill "$EXPERIMENT_PID" 2>/dev/null || true' EXIT  # an interrupted demo stops its experiment too
-
 step "4/8 does the encoder transfer to scans it never saw? (polycl_probe on fold $FOLD's validation scans)"
 polycl_probe "$PRETRAINING" --random 5 | tee "$WORK/probe.txt"
 
 step "5/8 fine-tuning inside nnU-Net on all 16 labelled scans: nnUNetv2_train $ID 2d $FOLD -tr nnUNetTrainerPolyCL_demo"
-# one torch thread while step 8 runs beside it (two threads would wait on each other on the two busy cores)
-POLYCL_CPU_THREADS=1 nnUNetv2_train "$ID" 2d "$FOLD" -tr nnUNetTrainerPolyCL_demo -device "$DEVICE" --c
+nnUNetv2_train "$ID" 2d "$FOLD" -tr nnUNetTrainerPolyCL_demo -device "$DEVICE" --c
 
 step "6/8 prediction of the validation cases with nnUNetv2_predict"
 PRED="$WORK/predictions_PolyCL_O"
@@ -80,9 +63,17 @@ nnUNetv2_predict -i "$WORK/val_images" -o "$PRED" -d "$ID" -c 2d -f "$FOLD" -tr 
 step "7/8 evaluation: Dice, HD and HD95 in mm"
 polycl_evaluate -ref "$RAW_DS/labelsTr" -pred "$PRED" -djfile "$RAW_DS/dataset.json" -o "$WORK/evaluation_PolyCL_O" --intersection --overwrite
 
-step "8/8 few labels: baseline against PolyCL-O fine-tuned layer-wise on 1 labelled scan to the end of training, seeds $SEEDS (polycl_experiment --preset demo, started after step 3)"
-wait "$EXPERIMENT_PID" || { tail -40 "$WORK/experiment.log"; exit 1; }
-trap - EXIT
+step "8/8 few labels: baseline against PolyCL-O fine-tuned layer-wise on 1 labelled scan to the end of training, seeds $SEEDS (polycl_experiment --preset demo)"
+EXP="$nnUNet_results/Dataset${ID}_PolyCLDemo/PolyCL_experiment__demo__fold_$FOLD"
+# the _quick schedule (50 passes over the labelled slices at batch 4: 250-350 Adam steps at k = 1); the preset
+# fine-tunes O layer-wise (its encoder at 0.1 x the decoder's rate: the adaptation chosen on fold 0) and the baseline
+# on the default (nnUNetTrainerPolyCL_O_quick_layerwise_k1_seed<s> against ..._Baseline_quick_k1_seed<s>); --budgets 0.5 1:
+# every run is also evaluated halfway through its schedule (same run, its checkpoint at that epoch), so that the
+# comparison says whether the baseline reached the end of its training
+# shellcheck disable=SC2086
+polycl_experiment -d "$ID" -f "$FOLD" --preset demo --seeds $SEEDS --pretrained "O=$PRETRAINING/pretrained_weights.pth" \
+    --budgets 0.5 1 -device "$DEVICE" -o "$EXP" --no-progress > "$WORK/experiment.log" 2>&1 \
+    || { tail -40 "$WORK/experiment.log"; exit 1; }
 cat "$EXP/reports/table1.md"
 
 echo
