@@ -297,7 +297,8 @@ def test_demo_schedules_forward_five_validation_batches_and_still_draw_all(make_
             outputs = [trainer.validation_step(next(trainer.dataloader_val))
                        for _ in range(trainer.num_val_iterations_per_epoch)]
             trainer.on_validation_epoch_end(outputs)
-        assert len(trainer.logger.local_logger.my_fantastic_logging["mean_fg_dice"]) == 1  # one pseudo Dice for the epoch
+        logged = trainer.logger.local_logger.my_fantastic_logging
+        assert len(logged["mean_fg_dice"]) == 1  # one pseudo Dice for the epoch
         return forwarded, trainer.num_val_iterations_per_epoch, np.random.get_state()[1]
 
     forwarded, batches, stream = validation_epoch()
