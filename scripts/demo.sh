@@ -26,7 +26,8 @@ else  # also adds the unlabelled scans to a demo dataset written without them
 fi
 
 step "2/8 nnU-Net planning and preprocessing (2d)"
-nnUNet_n_proc_DA=1 nnUNetv2_plan_and_preprocess -d "$ID" -c 2d -np 2 --verify_dataset_integrity
+# -npfp 2: nnU-Net's default of 8 fingerprint workers each import nnU-Net anew; on 2 cores that doubles the step
+nnUNet_n_proc_DA=1 nnUNetv2_plan_and_preprocess -d "$ID" -c 2d -np 2 -npfp 2 --verify_dataset_integrity
 
 step "3/8 PolyCL pre-training of the nnU-Net 2D encoder (strategy O, fold $FOLD's 16 training scans + $UNLABELLED unlabelled)"
 # the unlabelled scans' organ status comes from their weak labels (first and last slice with the organ); lr 1e-3:

@@ -12,7 +12,7 @@ ID=990
 DEVICE="${DEVICE:-cpu}"
 compgen -G "$nnUNet_raw/Dataset${ID}_PolyCLDemo" > /dev/null || polycl_demo make-dataset -d "$ID"
 compgen -G "$nnUNet_preprocessed/Dataset${ID}_PolyCLDemo/nnUNetPlans.json" > /dev/null \
-    || nnUNet_n_proc_DA=1 nnUNetv2_plan_and_preprocess -d "$ID" -c 2d -np 2
+    || nnUNet_n_proc_DA=1 nnUNetv2_plan_and_preprocess -d "$ID" -c 2d -np 2 -npfp 2
 export nnUNet_n_proc_DA=0
 EXP="$nnUNet_results/Dataset${ID}_PolyCLDemo/PolyCL_experiment__study_cpu"
 COMMON=(-d "$ID" --preset study -device "$DEVICE" --methods baseline O --schedule demo --jobs 2 --num-workers 0

@@ -18,7 +18,7 @@ from contextlib import contextmanager, redirect_stderr, redirect_stdout
 import torch
 
 from nnunet_polycl.environment import temporary_environment, trainer_directory
-from nnunet_polycl.finetuning import OVERRIDE_VARIABLE
+from nnunet_polycl.finetuning.pretrained import OVERRIDE_VARIABLE
 from nnunet_polycl.finetuning.variants import BASE_NAME, METHODS
 from nnunet_polycl.paths import DEFAULT_STRATEGY
 

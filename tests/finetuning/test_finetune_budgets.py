@@ -6,12 +6,15 @@ Seeded ``_smoke`` runs (2 epochs x 3 iterations) trained in-process as ``nnUNetv
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import torch
 
-from nnunet_polycl.finetuning import RECORD_FILE
 from nnunet_polycl.finetuning.budgets import BUDGETS_VARIABLE
+from nnunet_polycl.finetuning.trainer import RECORD_FILE
 from tests.finetuning.finetune_helpers import same_tensors
 
 NAME = "nnUNetTrainerPolyCL_Baseline_smoke_seed3"
@@ -48,3 +51,14 @@ def test_budget_checkpoint_is_that_epoch_of_the_same_run_and_changes_nothing(mak
     stopped.num_epochs = 1
     stopped.run_training()
     assert same_tensors(_weights(folder / "checkpoint_final.pth"), at_half)
+
+
+def test_polycl_validate_module_leaves_the_trainer_stack_out_of_its_worker_processes():
+    """nnU-Net's validation spawns an export and a metrics worker per checkpoint, and each imports the command's
+    module anew: polycl_validate's module must not pull in the trainer stack (about 8 s per worker on 2 cores, against
+    3 s for torch and nnU-Net's export code)."""
+    (entry,) = entry_points(group="console_scripts", name="polycl_validate")
+    code = (f"import sys, {entry.module}; heavy = ('nnunetv2.training.nnUNetTrainer.nnUNetTrainer', "
+            "'nnunet_polycl.finetuning.trainer'); print([m for m in heavy if m in sys.modules])")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

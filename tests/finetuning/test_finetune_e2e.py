@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nnunet_polycl.finetuning import CHECKPOINT_KEY, RECORD_FILE
+from nnunet_polycl.finetuning.trainer import CHECKPOINT_KEY, RECORD_FILE
 from tests.conftest import DEMO_ID, run_cli
 from tests.finetuning.finetune_helpers import encoder_tensors, network_state, same_tensors
 

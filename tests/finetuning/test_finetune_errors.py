@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from nnunet_polycl.finetuning import OVERRIDE_VARIABLE, RECORD_FILE, SUBSET_FILE
-from nnunet_polycl.finetuning.pretrained import ALLOW_FOREIGN_VARIABLE
+from nnunet_polycl.finetuning.labelled_subset import SUBSET_FILE
+from nnunet_polycl.finetuning.pretrained import ALLOW_FOREIGN_VARIABLE, OVERRIDE_VARIABLE
+from nnunet_polycl.finetuning.trainer import RECORD_FILE
 from nnunet_polycl.paths import PolyCLUserError
 
 TRAINER = "nnUNetTrainerPolyCL_smoke"

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from nnunet_polycl.finetuning import OVERRIDE_VARIABLE, RECORD_FILE
+from nnunet_polycl.finetuning.pretrained import OVERRIDE_VARIABLE
+from nnunet_polycl.finetuning.trainer import RECORD_FILE
 from tests.finetuning.finetune_helpers import decoder_tensors, encoder_tensors, network_state, same_tensors
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nnunet_polycl.finetuning import SUBSET_FILE, SUBSET_SEED
+from nnunet_polycl.finetuning.labelled_subset import SUBSET_FILE, SUBSET_SEED
 
 
 def test_k_variant_trains_on_exactly_the_recorded_k_cases(write_pretraining, make_trainer):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from nnunet_polycl.finetuning import CHECKPOINT_KEY, RECORD_FILE
+from nnunet_polycl.finetuning.trainer import CHECKPOINT_KEY, RECORD_FILE
 from tests.finetuning.finetune_helpers import encoder_tensors, network_state, same_tensors
 
 

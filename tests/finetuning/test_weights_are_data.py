@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from nnunet_polycl.checkpoint import UNSAFE_LOAD_VARIABLE
-from nnunet_polycl.finetuning import CHECKPOINT_KEY, OVERRIDE_VARIABLE, RECORD_FILE
-from nnunet_polycl.finetuning.pretrained import ALLOW_FOREIGN_VARIABLE
+from nnunet_polycl.finetuning.pretrained import ALLOW_FOREIGN_VARIABLE, OVERRIDE_VARIABLE
+from nnunet_polycl.finetuning.trainer import CHECKPOINT_KEY, RECORD_FILE
 from tests.finetuning.finetune_helpers import encoder_tensors, network_state, same_tensors
 from tests.finetuning.test_finetune_errors import TRAINER, edit_meta, refused, refused_after_moving_to_validation
 
