@@ -62,7 +62,9 @@ nnUNetv2_predict -i "$WORK/val_images" -o "$PRED" -d "$ID" -c 2d -f "$FOLD" -tr 
     --disable_tta -npp 1 -nps 1
 
 step "7/8 evaluation: Dice, HD and HD95 in mm"
-polycl_evaluate -ref "$RAW_DS/labelsTr" -pred "$PRED" -djfile "$RAW_DS/dataset.json" -o "$WORK/evaluation_PolyCL_O" --intersection --overwrite
+# -np 1: 4 small scans are evaluated in this process faster than worker processes start
+polycl_evaluate -ref "$RAW_DS/labelsTr" -pred "$PRED" -djfile "$RAW_DS/dataset.json" -o "$WORK/evaluation_PolyCL_O" --intersection --overwrite \
+    -np 1
 
 step "8/8 few labels: baseline against PolyCL-O fine-tuned layer-wise on 1 labelled scan to the end of training, seeds $SEEDS (polycl_experiment --preset demo)"
 EXP="$nnUNet_results/Dataset${ID}_PolyCLDemo/PolyCL_experiment__demo__fold_$FOLD"
