@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# README command 1: the whole PolyCL pipeline on the built-in synthetic demo dataset, CPU-sized (11-16 min on 2 cores).
+# README command 1: the whole PolyCL pipeline on the built-in synthetic demo dataset, CPU-sized (11-15 min on 2 cores).
 # Creates/reuses ./.venv, installs the package, and uses ./work/demo for nnUNet_raw / _preprocessed / _results unless
 # those variables are already set. Re-running reuses what is already there.
 set -euo pipefail
