@@ -106,9 +106,14 @@ print(f"At the end of the fine-tuning budget ({budget}), k = 1: " + ", ".join(
 PY
 tail -n +3 "$EXP/reports/verdict.md"
 grep "^End of training" "$EXP/reports/budgets.md"
+if grep -q "^End of training.*: \*\*still training" "$EXP/reports/budgets.md"; then
+    echo "By the rule the baseline was still training at the end of its budget here, so these numbers compare speed."
+elif grep -q "^End of training.*: \*\*past its best" "$EXP/reports/budgets.md"; then
+    echo "The baseline lost Dice over the second half of its budget here (past its best), so it is compared after its"
+    echo "best point."
+fi
 if ! grep -q "^End of training.*: \*\*end of training\*\*" "$EXP/reports/budgets.md"; then
-    echo "The baseline was still improving at the end of its budget here, so these numbers compare speed. The"
-    echo "comparison at the end of training with more steps (600 per run), 200 unlabelled scans, fold 1:"
+    echo "The comparison at the end of training with more steps (600 per run), 200 unlabelled scans, fold 1:"
     echo "documentation/evidence.md, section 0."
 fi
 echo "One pre-trained encoder served all 5 seeds, so the interval leaves out how much the result depends on the"

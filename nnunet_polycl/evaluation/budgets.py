@@ -53,11 +53,12 @@ def convergence(runs: Sequence[dict], baseline: str, interval: str = "t") -> lis
     results = []
     for k, label in dict.fromkeys((r["k"], r["label"]) for r in own):
         at = {}
-        for b in (HALF, FULL):
+        for b in sorted({r["budget"] for r in own if r["budget"] <= HALF} | {FULL}):
             compared = set(paired_seeds([r for r in runs if r["budget"] == b], k, label))
             at[b] = {r["seed"]: r["dice"] for r in own
                      if (r["k"], r["label"], r["budget"]) == (k, label, b) and r["seed"] in compared}
-        results.append(dict(k=k, label=label, **end_of_training(at[HALF], at[FULL], interval)))
+        earlier = {b: values for b, values in at.items() if b < HALF}
+        results.append(dict(k=k, label=label, **end_of_training(at.get(HALF, {}), at[FULL], interval, earlier)))
     return results
 
 

@@ -11,6 +11,10 @@ measures how fast each gets there. The rule, on the baseline's mean Dice over se
 - "still training: this compares speed, not end points": otherwise;
 - not checked: without the two budgets (run ``--budgets 0.5 1`` or more), or when the change is small but one seed
   gives no interval.
+
+The label is the rule's; a "still training" baseline whose mean was higher at an earlier budget (0.25, say) than at
+the end by :data:`TOLERANCE` or more gets that fact beside its numbers (``earlier_peak``): it is not climbing but
+wandering, which the last doubling alone cannot tell.
 """
 from __future__ import annotations
 
@@ -28,12 +32,15 @@ RULE = (f"end of training = the baseline's mean Dice changed by less than {TOLER
         f"and {FULL:g} of its schedule and the 95% interval of that paired change (over seeds) includes 0")
 
 
-def end_of_training(half: dict[int, float], full: dict[int, float], interval: str = "t") -> dict:
-    """The label of a baseline whose runs (seed -> mean Dice) scored ``half`` at budget 0.5 and ``full`` at budget 1.
+def end_of_training(half: dict[int, float], full: dict[int, float], interval: str = "t",
+                    earlier: dict[float, dict[int, float]] | None = None) -> dict:
+    """The label of a baseline whose runs (seed -> mean Dice) scored ``half`` at budget 0.5 and ``full`` at budget 1
+    (and ``earlier[b]`` at budgets b < 0.5, if given).
 
-    Returns ``{status, text, change}``: ``status`` is ``end``, ``still`` or ``not_checked``; ``change`` the paired
-    difference full - half (:func:`~nnunet_polycl.evaluation.statistics.paired_comparison`) with the two means, or
-    None when nothing could be paired.
+    Returns ``{status, text, change}``: ``status`` is ``end``, ``still``, ``past_best`` or ``not_checked``;
+    ``change`` the paired difference full - half (:func:`~nnunet_polycl.evaluation.statistics.paired_comparison`)
+    with the two means, or None when nothing could be paired. A ``still`` result also has ``earlier_peak``
+    (``{budget, mean}``) when the same seeds' mean at an earlier budget beat the end by :data:`TOLERANCE` or more.
     """
     seeds = sorted(set(half) & set(full))
     if not seeds:
@@ -48,7 +55,18 @@ def end_of_training(half: dict[int, float], full: dict[int, float], interval: st
         return {"status": "end", "text": END, "change": change}
     if change["difference"] <= -TOLERANCE:
         return {"status": "past_best", "text": PAST_BEST, "change": change}
-    return {"status": "still", "text": STILL, "change": change}
+    result = {"status": "still", "text": STILL, "change": change}
+    peak = _earlier_peak(earlier or {}, seeds, change["mean_full"])
+    return {**result, "earlier_peak": peak} if peak else result
+
+
+def _earlier_peak(earlier: dict[float, dict[int, float]], seeds: list[int], mean_full: float) -> dict | None:
+    """The earlier budget where ``seeds``' mean Dice was highest, if it beat ``mean_full`` by TOLERANCE or more."""
+    means = {b: sum(at[s] for s in seeds) / len(seeds) for b, at in earlier.items() if all(s in at for s in seeds)}
+    if not means:
+        return None
+    budget = max(means, key=means.get)
+    return {"budget": budget, "mean": means[budget]} if means[budget] - mean_full >= TOLERANCE else None
 
 
 def describe_change(result: dict) -> str:
@@ -58,5 +76,10 @@ def describe_change(result: dict) -> str:
     if change is None:
         return ""
     spread = "" if change["low"] is None else f" [{change['interval']} {change['low']:+.3f}, {change['high']:+.3f}]"
-    return (f"baseline Dice {change['mean_half']:.3f} at {HALF:g} -> {change['mean_full']:.3f} at {FULL:g}: change "
+    text = (f"baseline Dice {change['mean_half']:.3f} at {HALF:g} -> {change['mean_full']:.3f} at {FULL:g}: change "
             f"{change['difference']:+.3f}{spread}, {change['n_pairs']} seed{'s' if change['n_pairs'] != 1 else ''}")
+    peak = result.get("earlier_peak")
+    if peak:
+        text += (f"; its mean was higher at {peak['budget']:g} of the schedule ({peak['mean']:.3f}) than at the end: "
+                 f"not climbing but wandering")
+    return text

@@ -91,6 +91,29 @@ def test_budget_table_pairs_by_seed_at_every_budget_and_labels_the_comparison():
 
 
 
+def test_a_still_training_baseline_that_was_better_earlier_is_described_as_wandering_not_climbing():
+    """Fold 1's `_long` baseline (evidence 0e): best at a quarter of its steps, down at half, partly back at the end.
+    The rule's label stays "still training"; the line beside it says the mean was higher at 0.25."""
+    baseline = {0.25: [0.60, 0.58, 0.55, 0.52, 0.45], 0.5: [0.50, 0.52, 0.47, 0.50, 0.46],
+                1.0: [0.53, 0.52, 0.50, 0.53, 0.49]}  # 0.54 -> 0.49 -> 0.514
+    table = budget_table(rows({**{("baseline", b): v for b, v in baseline.items()},
+                               **{("O", b): [0.7] * 5 for b in baseline}}))
+    (label,) = table["end_of_training"]
+    assert label["status"] == "still" and label["change"]["difference"] == pytest.approx(0.024)
+    assert label["earlier_peak"]["budget"] == 0.25 and label["earlier_peak"]["mean"] == pytest.approx(0.54)
+    assert (f"**{STILL}** (baseline Dice 0.490 at 0.5 -> 0.514 at 1: change +0.024 [95% t-interval"
+            in budgets_markdown(table))
+    assert "its mean was higher at 0.25 of the schedule (0.540) than at the end: not climbing but wandering" in \
+        budgets_markdown(table)
+
+    climbing = {0.25: [0.48] * 5, 0.5: baseline[0.5], 1.0: baseline[1.0]}  # 0.48 -> 0.49 -> 0.514: climbing
+    table = budget_table(rows({**{("baseline", b): v for b, v in climbing.items()},
+                               **{("O", b): [0.7] * 5 for b in climbing}}))
+    (label,) = table["end_of_training"]
+    assert label["status"] == "still" and "earlier_peak" not in label
+    assert "wandering" not in budgets_markdown(table)
+
+
 def test_the_end_of_training_label_counts_only_the_seeds_the_comparisons_use():
     """Baseline seeds 0-9, O only 0-4 (a grid still being extended): the comparisons use seeds 0-4, so must the label.
     Seeds 0-4 are at rest; seeds 5-9 alone still rise by 0.1."""
