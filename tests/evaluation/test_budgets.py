@@ -90,7 +90,6 @@ def test_budget_table_pairs_by_seed_at_every_budget_and_labels_the_comparison():
     assert budgets_figure([table]).axes[0].get_title().endswith(STILL)
 
 
-
 def test_a_still_training_baseline_that_was_better_earlier_is_described_as_wandering_not_climbing():
     """Fold 1's `_long` baseline (evidence 0e): best at a quarter of its steps, down at half, partly back at the end.
     The rule's label stays "still training"; the line beside it says the mean was higher at 0.25."""
@@ -101,10 +100,9 @@ def test_a_still_training_baseline_that_was_better_earlier_is_described_as_wande
     (label,) = table["end_of_training"]
     assert label["status"] == "still" and label["change"]["difference"] == pytest.approx(0.024)
     assert label["earlier_peak"]["budget"] == 0.25 and label["earlier_peak"]["mean"] == pytest.approx(0.54)
-    assert (f"**{STILL}** (baseline Dice 0.490 at 0.5 -> 0.514 at 1: change +0.024 [95% t-interval"
-            in budgets_markdown(table))
-    assert "its mean was higher at 0.25 of the schedule (0.540) than at the end: not climbing but wandering" in \
-        budgets_markdown(table)
+    md = budgets_markdown(table)
+    assert f"**{STILL}** (baseline Dice 0.490 at 0.5 -> 0.514 at 1: change +0.024 [95% t-interval" in md
+    assert "its mean was higher at 0.25 of the schedule (0.540) than at the end: not climbing but wandering" in md
 
     climbing = {0.25: [0.48] * 5, 0.5: baseline[0.5], 1.0: baseline[1.0]}  # 0.48 -> 0.49 -> 0.514: climbing
     table = budget_table(rows({**{("baseline", b): v for b, v in climbing.items()},
