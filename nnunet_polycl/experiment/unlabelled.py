@@ -106,8 +106,9 @@ def _scans_sha256(plan: UnlabelledPlan, counted: list) -> str:
 
 def check_experiment_unlabelled(folder: str | None, organ_slices: str | None, count: int | None, preset: Preset,
                                 methods: tuple[str, ...], settings: ProtocolSettings, plans_ctx: PlansContext,
-                                fold: int | str, dataset_id: str) -> ExperimentUnlabelled | None:
-    """Validate the unlabelled options (reads only); None when the experiment uses no unlabelled scans.
+                                fold: int | str, dataset_id: str, progress: bool = True) -> ExperimentUnlabelled | None:
+    """Validate the unlabelled options (reads only); None when the experiment uses no unlabelled scans. ``progress``:
+    a progress bar when the scans are preprocessed.
 
     Raises:
         PolyCLUserError: a missing folder or file, too few scans, an unreadable organ-slices file, or a method that
@@ -131,7 +132,7 @@ def check_experiment_unlabelled(folder: str | None, organ_slices: str | None, co
         return result
     train_ids, val_ids = training_cases(plans_ctx, fold, write_missing=False)
     options = UnlabelledOptions((result.folder,), result.organ_slices, count=len(counted),
-                                num_processes=max(1, min(default_num_processes, available_cpus())))
+                                num_processes=max(1, min(default_num_processes, available_cpus())), progress=progress)
     result.plan = check_unlabelled(plans_ctx, options, train_ids, val_ids, None)
     result.scans_sha256 = _scans_sha256(result.plan, counted)
     without_status = [m for m in methods if pretraining_strategy(m) in ORGAN_STRATEGIES and not uses_pseudo_labels(m)]

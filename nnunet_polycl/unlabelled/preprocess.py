@@ -79,8 +79,9 @@ def case_record(case: UnlabelledCase, image_sha256: str, plans_sha256: str, ctx:
 
 
 def preprocess_cases(ctx: PlansContext, cache: UnlabelledCache, cases: Sequence[tuple[UnlabelledCase, str]],
-                     plans_sha256: str, num_processes: int) -> dict[str, dict]:
-    """Preprocess ``cases`` (``(case, image checksum)`` pairs) into ``cache``; returns the new records by case id.
+                     plans_sha256: str, num_processes: int, progress: bool = True) -> dict[str, dict]:
+    """Preprocess ``cases`` (``(case, image checksum)`` pairs) into ``cache`` (with a progress bar unless
+    ``progress`` is False); returns the new records by case id.
 
     Raises:
         PolyCLUserError: a case nnU-Net's preprocessor cannot process (named; completed cases stay cached).
@@ -101,7 +102,8 @@ def preprocess_cases(ctx: PlansContext, cache: UnlabelledCache, cases: Sequence[
         cache.commit(case_id, jobs[case_id].output_truncated, record)
         records[case_id] = record
 
-    with tqdm(total=len(jobs), desc=f"Preprocessing unlabelled scans of {cache.source}", unit="case") as bar:
+    with tqdm(total=len(jobs), desc=f"Preprocessing unlabelled scans of {cache.source}", unit="case",
+              disable=not progress) as bar:
         if num_processes <= 1:
             for job in jobs.values():
                 commit(preprocess_one(job))

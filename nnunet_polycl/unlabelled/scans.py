@@ -54,6 +54,7 @@ class UnlabelledOptions:
     min_organ_area: int = DEFAULT_MIN_ORGAN_AREA
     num_processes: int = 1
     count: int | None = None  # --unlabelled-count: only the first scans of the folders (None: all)
+    progress: bool = True  # progress bars (polycl_experiment --no-progress: none)
 
 
 @dataclass
@@ -116,7 +117,8 @@ class UnlabelledPlan:
         if todo:
             print(f"{len(todo)} of {len(mine)} unlabelled scans of {source} need preprocessing "
                   f"(cache: {cache.root}).", flush=True)
-        new = preprocess_cases(self.ctx, cache, todo, self.plans_sha256, self.options.num_processes)
+        new = preprocess_cases(self.ctx, cache, todo, self.plans_sha256, self.options.num_processes,
+                               self.options.progress)
         records.update({join(source, case_id): record for case_id, record in new.items()})
         return records
 
@@ -137,7 +139,7 @@ class UnlabelledPlan:
                 sources.append(None)
                 statuses.append((np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)))
         for position, case, checksum, record in tqdm(to_predict, desc="Organ status from the pseudo-label model",
-                                                     unit="scan", disable=not to_predict):
+                                                     unit="scan", disable=not to_predict or not self.options.progress):
             cache = self.caches[case.source]
             areas = labeller.cached_areas(cache, case.case_id, checksum)
             if areas is None:

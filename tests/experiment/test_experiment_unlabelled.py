@@ -178,3 +178,10 @@ def test_runner_passes_the_unlabelled_options_to_each_pretraining(unlabelled_dem
     table = (folder / "reports" / "table1.md").read_text()
     assert "| O-pseudo |" in table and "| O/layerwise |" in table and table in unlabelled_demo["proc"].stdout
     assert np.isfinite([r["foreground_mean"]["dice"]["mean"] for r in results["runs"]]).all()
+
+
+@pytest.mark.e2e
+def test_no_progress_leaves_out_the_unlabelled_preprocessing_bar_but_says_what_it_preprocesses(unlabelled_demo):
+    output = unlabelled_demo["proc"].stdout + unlabelled_demo["proc"].stderr
+    assert f"2 of 2 unlabelled scans of {unlabelled_demo['raw'] / 'imagesUnlabelled'} need preprocessing" in output
+    assert "Preprocessing unlabelled scans" not in output  # the tqdm bar's description
