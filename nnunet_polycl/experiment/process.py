@@ -68,13 +68,20 @@ def stop_steps_on_signals() -> None:
     """Make SIGINT, SIGTERM and (unless ignored, as under ``nohup``) SIGHUP end the running steps
     (:func:`end_running_steps`) and then raise :class:`StoppedBySignal` in the main thread (call it from there).
 
-    The steps run in their own process groups, so a terminal's Ctrl-C or hang-up reaches them only through this."""
+    The steps run in their own process groups, so a terminal's Ctrl-C or hang-up reaches them only through this. A
+    process forked from this one (nnU-Net's fork-context pools, whose workers get SIGTERM when the pool closes) dies of
+    the signal as it would without these handlers: it neither prints a traceback nor ends this process's steps."""
+    owner = os.getpid()
     hangup = getattr(signal, "SIGHUP", None)
     signals = [signal.SIGINT, signal.SIGTERM]
     if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:
         signals.append(hangup)
 
     def stop(signum: int, frame) -> None:
+        if os.getpid() != owner:  # a forked child inherited the handler
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         for sig in signals:
             signal.signal(sig, signal.SIG_IGN)  # a second signal must not interrupt the clean-up
         raise StoppedBySignal(signum, end_running_steps())

@@ -122,3 +122,30 @@ def test_a_signal_ends_the_running_nnunetv2_train_steps(demo_env, tmp_path, sig,
         f"({', '.join(['nnUNetv2_train'] * len(seeds))}). Finished runs are kept; run the same command again to "
         f"continue.")
     assert [pid for pid in trainers if _group_alive(pid)] == []  # each step and its workers are gone
+
+
+_FORKED_CHILD = """
+import os, signal, subprocess, time
+from nnunet_polycl.experiment import process
+step = subprocess.Popen(["sleep", "60"], start_new_session=True)  # as the runner starts its steps
+process._running.add(step)  # a running step of this process, which a forked child must not end
+process.stop_steps_on_signals()
+pid = os.fork()
+if pid == 0:
+    time.sleep(60)
+    os._exit(0)
+time.sleep(0.5)
+os.kill(pid, signal.SIGTERM)
+_, status = os.waitpid(pid, 0)
+print("killed by", os.WTERMSIG(status) if os.WIFSIGNALED(status) else None, "step running", step.poll() is None)
+step.kill()
+"""
+
+
+def test_a_forked_child_dies_of_sigterm_without_a_traceback_or_touching_the_runners_steps():
+    """nnU-Net's fork-context pools (e.g. its raw-file listing) end their workers with SIGTERM when they close."""
+    proc = subprocess.run([str(Path(BIN) / "python"), "-c", _FORKED_CHILD], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"killed by {int(signal.SIGTERM)} step running True"
+    assert "StoppedBySignal" not in proc.stderr and "Traceback" not in proc.stderr
