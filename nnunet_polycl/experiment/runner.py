@@ -220,8 +220,7 @@ def prepare(req: ExperimentRequest) -> tuple[StepContext, list[RunSpec], Evaluat
     cases = select_cases(plans_ctx, fold, req.test_cases)
     _check_budgets(ks, cases, fold)
     unlabelled = check_experiment_unlabelled(req.unlabelled, req.organ_slices, req.unlabelled_count, preset, methods,
-                                             settings, plans_ctx, fold, str(req.dataset),
-                                             req.progress)
+                                             settings, plans_ctx, fold, str(req.dataset), req.progress)
     count = None if unlabelled is None else unlabelled.count
     shared = settings.pretraining_seeds == "shared" or bool(req.pretrained)
     layout = ExperimentLayout(experiment_folder(req))

@@ -108,7 +108,7 @@ def check_experiment_unlabelled(folder: str | None, organ_slices: str | None, co
                                 methods: tuple[str, ...], settings: ProtocolSettings, plans_ctx: PlansContext,
                                 fold: int | str, dataset_id: str, progress: bool = True) -> ExperimentUnlabelled | None:
     """Validate the unlabelled options (reads only); None when the experiment uses no unlabelled scans. ``progress``:
-    a progress bar when the scans are preprocessed.
+    progress bars while the scans are checksummed and preprocessed.
 
     Raises:
         PolyCLUserError: a missing folder or file, too few scans, an unreadable organ-slices file, or a method that

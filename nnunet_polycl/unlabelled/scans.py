@@ -236,7 +236,8 @@ def check_unlabelled(ctx: PlansContext, options: UnlabelledOptions, train_ids: S
     memo = ChecksumMemo(ctx.preprocessed_folder)
     plans_sha256 = file_sha256(join(ctx.preprocessed_folder, ctx.plans_identifier + ".json"))
     checksums = [(case, memo.image_checksum(case.files)) for case in tqdm(
-        counted, desc="Image checksums of the unlabelled scans", unit="scan", disable=len(counted) < 50 or not options.progress)]
+        counted, desc="Image checksums of the unlabelled scans", unit="scan",
+        disable=len(counted) < 50 or not options.progress)]
     scans, duplicates = split_duplicates(checksums, dataset_image_checksums(ctx, memo), train_ids, val_ids)
     caches = {case.source: UnlabelledCache(ctx, case.source) for case in counted}
     weak = None
