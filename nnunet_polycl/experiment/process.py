@@ -94,6 +94,13 @@ class StepFailedError(PolyCLUserError):
     """A step's command exited with an error; the message names the run, the log and the command."""
 
 
+def refuse_if_stopping(description: str) -> None:
+    """Raise :class:`StepFailedError` for ``description`` (a run or a step, not started) once a signal is ending the
+    steps: nothing new starts, prints a step line or writes a file after it."""
+    if _stopping.is_set():
+        raise StepFailedError(f"{description}: not started, polycl_experiment is stopping.")
+
+
 def log_tail(log_file: str, n_lines: int = 25) -> str:
     """The last ``n_lines`` non-empty lines of a log file (progress-bar redraws count as lines)."""
     if not isfile(log_file):
@@ -128,14 +135,14 @@ def run_logged(argv: list[str], env: dict[str, str], log_file: str, description:
     Raises:
         StepFailedError: the command exited non-zero or could not be started (the message shows the log's tail).
     """
+    refuse_if_stopping(description)  # checked again below, under the lock, for a signal that arrives meanwhile
     os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
     start = time.time()
     with open(log_file, "ab") as log:
         log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} $ {shlex.join(argv)}\n".encode())
         log.flush()
         with _running_lock:
-            if _stopping.is_set():
-                raise StepFailedError(f"{description}: not started, polycl_experiment is stopping.")
+            refuse_if_stopping(description)
             try:
                 proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         start_new_session=_OWN_GROUP)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from nnunet_polycl.experiment.presets import (
     pretraining_strategy,
     uses_pseudo_labels,
 )
+from nnunet_polycl.experiment.process import refuse_if_stopping
 from nnunet_polycl.experiment.progress import ExperimentProgress
 from nnunet_polycl.experiment.reports import evaluate_run, write_reports
 from nnunet_polycl.experiment.state import as_json, check_experiment, read_marker, record_call, write_marker
@@ -272,6 +274,7 @@ def _evaluate_budgets(ctx: StepContext, run: RunSpec, budgets: list[dict], end_p
 
 
 def _do_run(ctx: StepContext, run: RunSpec) -> dict:
+    refuse_if_stopping(run.name)  # a queued run that a worker thread takes up while a signal ends the steps
     start = time.time()
     weights = pretrain(ctx, run)
     finetune_s = finetune(ctx, run, weights)
@@ -327,22 +330,45 @@ def _finish(ctx: StepContext, result: ExperimentResult, run: RunSpec, record: di
 
 
 def _run_phase(ctx: StepContext, result: ExperimentResult, runs: list[RunSpec]) -> None:
-    """Run ``runs``, ``ctx.jobs`` at a time; the first failure stops new runs and is raised once the others end."""
+    """Run ``runs``, ``ctx.jobs`` at a time; the first failure, or a signal (:class:`StoppedBySignal`, raised here in
+    the main thread), stops new runs: the queued ones never start. After a failure the running ones end and are
+    finished as usual, then the first error is raised."""
     if ctx.jobs == 1:
         for run in runs:
             _finish(ctx, result, run, _do_run(ctx, run))
         return
+    failed = threading.Event()
+
+    def attempt(run: RunSpec) -> dict | None:
+        if failed.is_set():  # a worker thread freed by a failed run takes up the next one before it is cancelled
+            return None
+        try:
+            return _do_run(ctx, run)
+        except BaseException:
+            failed.set()
+            raise
+
+    error = None
     with ThreadPoolExecutor(max_workers=ctx.jobs) as pool:
-        pending = {pool.submit(_do_run, ctx, run): run for run in runs}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                run = pending.pop(future)
-                if future.exception() is not None:
-                    for other in pending:
-                        other.cancel()
-                    raise future.exception()
-                _finish(ctx, result, run, future.result())
+        pending = {pool.submit(attempt, run): run for run in runs}
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    run = pending.pop(future)
+                    if future.cancelled():
+                        continue
+                    if future.exception() is not None:
+                        error = error or future.exception()
+                        for other in pending:
+                            other.cancel()  # only queued runs can be; the running ones end and are finished
+                    elif (record := future.result()) is not None:
+                        _finish(ctx, result, run, record)
+        finally:
+            for other in pending:
+                other.cancel()  # a signal: its handler ended the running steps
+    if error is not None:
+        raise error
 
 
 def experiment_folder(req: ExperimentRequest) -> str:

@@ -20,7 +20,7 @@ from os.path import isdir, isfile, join
 from nnunet_polycl.environment import trainer_directory
 from nnunet_polycl.experiment.layout import INTERRUPTED, ExperimentLayout, RunSpec
 from nnunet_polycl.experiment.presets import ProtocolSettings, pretraining_strategy, uses_pseudo_labels
-from nnunet_polycl.experiment.process import StepFailedError, run_logged
+from nnunet_polycl.experiment.process import StepFailedError, refuse_if_stopping, run_logged
 from nnunet_polycl.experiment.progress import ExperimentProgress
 from nnunet_polycl.experiment.state import read_marker, write_marker
 from nnunet_polycl.experiment.unlabelled import ExperimentUnlabelled
@@ -82,6 +82,7 @@ def job_environment(env: dict[str, str], jobs: int, device: str, cpu_threads: in
 
 
 def _run(ctx: StepContext, run_name: str, step: str, argv: list[str], env: dict[str, str], log: str) -> float:
+    refuse_if_stopping(f"{step} of {run_name}")  # before its step line: a signal may have ended the run's last step
     ctx.progress.step(run_name, step, log)
     return run_logged(argv, job_environment(env, ctx.jobs, ctx.device, ctx.settings.cpu_threads), log, f"{step} of {run_name}",
                       ctx.progress.line)

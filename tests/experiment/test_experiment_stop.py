@@ -96,18 +96,19 @@ def _group_alive(pgid: int) -> bool:
 
 @pytest.mark.e2e
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
-@pytest.mark.parametrize("sig, seeds", [(signal.SIGTERM, ("0", "1")), (signal.SIGINT, ("0",))])
-def test_a_signal_ends_the_running_nnunetv2_train_steps(demo_env, tmp_path, sig, seeds):
-    """Two parallel steps (the worker threads' path) for SIGTERM; one step in the main thread for SIGINT."""
+@pytest.mark.parametrize("sig, seeds, jobs", [(signal.SIGTERM, ("0", "1", "2"), 2), (signal.SIGINT, ("0",), 1)])
+def test_a_signal_ends_the_running_nnunetv2_train_steps(demo_env, tmp_path, sig, seeds, jobs):
+    """Two parallel steps and a queued run (the worker threads' path) for SIGTERM; one step in the main thread for
+    SIGINT."""
     argv = [os.path.join(BIN, "polycl_experiment"), "-d", str(DEMO_ID), "--methods", "baseline", "--seeds", *seeds,
-            "--k", "1", "--schedule", "smoke", "--jobs", str(len(seeds)), "--no-progress", "-o", str(tmp_path / "exp")]
+            "--k", "1", "--schedule", "smoke", "--jobs", str(jobs), "--no-progress", "-o", str(tmp_path / "exp")]
     with open(tmp_path / "stderr.txt", "w") as err:
         proc = subprocess.Popen(argv, env=demo_env, stdout=subprocess.DEVNULL, stderr=err)
         try:
             deadline = time.monotonic() + 300
-            while len(trainers := _children(proc.pid, "nnUNetv2_train")) < len(seeds):
+            while len(trainers := _children(proc.pid, "nnUNetv2_train")) < jobs:
                 assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
-                assert time.monotonic() < deadline, f"no {len(seeds)} nnUNetv2_train step(s) within 300 s"
+                assert time.monotonic() < deadline, f"no {jobs} nnUNetv2_train step(s) within 300 s"
                 time.sleep(0.2)
             proc.send_signal(sig)
             proc.wait(timeout=120)
@@ -119,9 +120,13 @@ def test_a_signal_ends_the_running_nnunetv2_train_steps(demo_env, tmp_path, sig,
     assert proc.returncode == 128 + sig, stderr
     assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == (
         f"polycl_experiment: stopped by {sig.name}; ended its running steps "
-        f"({', '.join(['nnUNetv2_train'] * len(seeds))}). Finished runs are kept; run the same command again to "
+        f"({', '.join(['nnUNetv2_train'] * jobs)}). Finished runs are kept; run the same command again to "
         f"continue.")
     assert [pid for pid in trainers if _group_alive(pid)] == []  # each step and its workers are gone
+    # a queued run is never started after the signal: no step line, no run folder, no log claiming a command ran
+    queued = [f"seed{s}__" for s in seeds[jobs:]]
+    assert not [line for line in stderr.splitlines() if any(q in line for q in queued)], stderr
+    assert not [p.name for p in (tmp_path / "exp" / "runs").iterdir() if any(q in p.name for q in queued)]
 
 
 _FORKED_CHILD = """
@@ -149,3 +154,31 @@ def test_a_forked_child_dies_of_sigterm_without_a_traceback_or_touching_the_runn
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"killed by {int(signal.SIGTERM)} step running True"
     assert "StoppedBySignal" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_after_a_failed_run_no_queued_run_starts(monkeypatch):
+    """The worker thread a failed run frees takes up the next queued run at once; that run must not start."""
+    import threading
+    from types import SimpleNamespace
+
+    from nnunet_polycl.experiment import runner
+    from nnunet_polycl.experiment.process import StepFailedError
+
+    started, finished = [], []
+    second_started, second_may_end = threading.Event(), threading.Event()
+
+    def do_run(ctx, run):
+        started.append(run)
+        if run == "run0":
+            second_started.wait(timeout=5)
+            raise StepFailedError("fine-tuning of run0 failed")
+        second_started.set()
+        second_may_end.wait(timeout=5)  # run1 is still running when run0 fails
+        return {"run": run}
+
+    monkeypatch.setattr(runner, "_do_run", do_run)
+    monkeypatch.setattr(runner, "_finish", lambda ctx, result, run, record: finished.append(run))
+    threading.Timer(1.0, second_may_end.set).start()
+    with pytest.raises(StepFailedError, match="run0 failed"):
+        runner._run_phase(SimpleNamespace(jobs=2), None, ["run0", "run1", "run2", "run3"])
+    assert started == ["run0", "run1"] and finished == ["run1"]
