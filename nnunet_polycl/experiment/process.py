@@ -135,7 +135,6 @@ def run_logged(argv: list[str], env: dict[str, str], log_file: str, description:
     Raises:
         StepFailedError: the command exited non-zero or could not be started (the message shows the log's tail).
     """
-    refuse_if_stopping(description)  # checked again below, under the lock, for a signal that arrives meanwhile
     os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
     start = time.time()
     with open(log_file, "ab") as log:

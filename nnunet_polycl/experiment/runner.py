@@ -340,7 +340,7 @@ def _run_phase(ctx: StepContext, result: ExperimentResult, runs: list[RunSpec]) 
     failed = threading.Event()
 
     def attempt(run: RunSpec) -> dict | None:
-        if failed.is_set():  # a worker thread freed by a failed run takes up the next one before it is cancelled
+        if failed.is_set():  # after a failure no queued run starts (the freed worker thread takes it up at once)
             return None
         try:
             return _do_run(ctx, run)
@@ -356,17 +356,13 @@ def _run_phase(ctx: StepContext, result: ExperimentResult, runs: list[RunSpec]) 
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     run = pending.pop(future)
-                    if future.cancelled():
-                        continue
                     if future.exception() is not None:
-                        error = error or future.exception()
-                        for other in pending:
-                            other.cancel()  # only queued runs can be; the running ones end and are finished
+                        error = error or future.exception()  # the queued runs return at once (``failed``)
                     elif (record := future.result()) is not None:
                         _finish(ctx, result, run, record)
         finally:
             for other in pending:
-                other.cancel()  # a signal: its handler ended the running steps
+                other.cancel()  # a signal: its handler ended the running steps; the queued ones never start
     if error is not None:
         raise error
 
