@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from os.path import dirname, isfile, join
+from typing import Any
 
 HOOK_BEGIN = "# >>> nnunet-polycl: nnUNet_extTrainer >>>"
 HOOK_END = "# <<< nnunet-polycl: nnUNet_extTrainer <<<"
@@ -52,19 +53,32 @@ def install_activate_hook(venv: str) -> str:
     return script
 
 
+ABSENT = object()  # for temporary_items: the key is removed (or was not there)
+
+
+def _put(mapping: MutableMapping, values: Mapping[str, Any]) -> None:
+    for key, value in values.items():
+        if value is ABSENT:
+            mapping.pop(key, None)
+        else:
+            mapping[key] = value
+
+
 @contextmanager
-def temporary_environment(values: Mapping[str, str]) -> Iterator[None]:
-    """Set environment variables for the block, then restore the previous values (or their absence)."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
+def temporary_items(mapping: MutableMapping, values: Mapping[str, Any]) -> Iterator[None]:
+    """Set the keys of ``mapping`` to ``values`` (:data:`ABSENT`: remove) for the block, then restore the previous
+    values (or their absence)."""
+    saved = {key: mapping.get(key, ABSENT) for key in values}
+    _put(mapping, values)
     try:
         yield
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _put(mapping, saved)
+
+
+def temporary_environment(values: Mapping[str, str]):
+    """Set environment variables for the block, then restore the previous values (or their absence)."""
+    return temporary_items(os.environ, values)
 
 
 def env_entry(argv: list[str] | None = None) -> None:
