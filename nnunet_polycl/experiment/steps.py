@@ -1,5 +1,6 @@
 """The steps of one run, each the command a user would type: polycl_pretrain, nnUNetv2_train, nnUNetv2_predict, and
-with training budgets polycl_validate (or nnUNetv2_predict -chk) from each budget's checkpoint.
+with training budgets the validation from each budget's checkpoint (the trainer's own at the end of nnUNetv2_train,
+or polycl_validate; nnUNetv2_predict -chk for test cases).
 
 Every step is skipped when its marker exists, and otherwise continued where the tool continues exactly
 (``polycl_pretrain --c`` restores the RNG states of its last checkpoint) or redone: an unfinished fine-tuning is moved
@@ -244,8 +245,9 @@ def training_budgets(ctx: StepContext, run: RunSpec, record: dict) -> list[dict]
 
 def predict_budgets(ctx: StepContext, run: RunSpec, budgets: list[dict]) -> tuple[dict[float, str], float]:
     """Predict the evaluated cases from each budget's checkpoint, exactly as the end point: nnU-Net's validation of
-    the fold (``polycl_validate``, one call for all budgets) or ``nnUNetv2_predict -chk``; returns ``{fraction:
-    predictions folder}`` and the seconds it took."""
+    the fold, which the PolyCL trainer ran at the end of ``nnUNetv2_train`` (``polycl_validate`` for a budget it did
+    not validate, one call for all of them), or ``nnUNetv2_predict -chk``; returns ``{fraction: predictions folder}``
+    and the seconds it took."""
     if not budgets:
         return {}, 0.0
     if not ctx.on_validation_cases:
@@ -254,11 +256,14 @@ def predict_budgets(ctx: StepContext, run: RunSpec, budgets: list[dict]) -> tupl
             folders[b["fraction"]], took = _predict_test_cases(ctx, run, b["fraction"], b["checkpoint"])
             seconds += took
         return folders, seconds
+    folder = finetune_folder(ctx, run)
+    folders = {b["fraction"]: join(folder, validation_folder_name(b["checkpoint"])) for b in budgets}
+    missing = [b["checkpoint"] for b in budgets if not isdir(folders[b["fraction"]])]
+    if not missing:
+        return folders, 0.0
     env = base_environment()
     env["nnUNet_results"] = ctx.layout.run_results(run)
     argv = ["polycl_validate", ctx.dataset_name, ctx.configuration, str(ctx.fold), "-tr",
-            run.trainer(ctx.settings.schedule), "-p", ctx.plans_identifier, "-device", ctx.device,
-            "-chk", *[b["checkpoint"] for b in budgets]]
-    seconds = _run(ctx, run.name, "validation at the budgets", argv, env, join(ctx.layout.run(run), "budgets.log"))
-    folder = finetune_folder(ctx, run)
-    return {b["fraction"]: join(folder, validation_folder_name(b["checkpoint"])) for b in budgets}, seconds
+            run.trainer(ctx.settings.schedule), "-p", ctx.plans_identifier, "-device", ctx.device, "-chk", *missing]
+    return folders, _run(ctx, run.name, "validation at the budgets", argv, env,
+                         join(ctx.layout.run(run), "budgets.log"))

@@ -7,7 +7,8 @@ epoch boundary and at least one epoch: epoch ``max(1, floor(f x epochs + 0.5))``
 epoch is ``checkpoint_final.pth`` itself. The plan (fraction, epoch, iterations, checkpoint) goes into
 ``polycl_finetuning.json`` and every checkpoint. Saving a checkpoint changes nothing in the run.
 
-``polycl_validate`` (:mod:`.validation`) then runs nnU-Net's validation of the fold from such a checkpoint, and
+The trainer validates each earlier budget's checkpoint at the end of ``nnUNetv2_train`` (nnU-Net's validation of the
+fold, :mod:`.validation`, which ``polycl_validate`` runs for any checkpoint afterwards), and
 ``nnUNetv2_predict -chk`` predicts other cases from it: each budget is predicted exactly as the end point is.
 """
 from __future__ import annotations

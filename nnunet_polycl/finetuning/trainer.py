@@ -21,6 +21,9 @@ in one overridden method that calls nnU-Net's:
 - ``on_train_start``: schedules whose epoch is one pass over the labelled slices set the iterations here; the
   schedule (in words, :meth:`polycl_schedule_description`) and the training budgets go into the record.
 - ``on_epoch_end``: saves the checkpoint of each training budget of ``$POLYCL_BUDGETS`` (:mod:`.budgets`).
+- ``perform_actual_validation``: nnU-Net's, its worker processes started without running the command's script again
+  (:mod:`.spawned_workers`); at the end of a training with budgets, then the same validation from each earlier
+  budget's checkpoint into ``validation_budget_<f>/``, in this process (what ``polycl_validate`` does afterwards).
 - ``save_checkpoint`` / ``load_checkpoint``: add (in plain types) / read back the ``polycl_finetuning`` record; a
   resumed run rebuilds the optimiser of the stage its checkpoint was written in. The checkpoint itself is nnU-Net's
   format, which nnU-Net reads with full unpickling: like nnU-Net's, only continue checkpoints you made.
@@ -61,6 +64,8 @@ from nnunet_polycl.finetuning.pretrained import (
     unchecked_warning,
 )
 from nnunet_polycl.finetuning.seeding import seeded_augmenter
+from nnunet_polycl.finetuning.spawned_workers import workers_without_main_script
+from nnunet_polycl.finetuning.validation import validate_into, validation_folder_name
 from nnunet_polycl.network import encoder_of, load_plans_context, unwrap
 from nnunet_polycl.paths import DEFAULT_STRATEGY, PolyCLUserError
 
@@ -161,6 +166,7 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
         new_run = folder is None or not any(isfile(join(folder, f)) for f in CHECKPOINT_FILES)
         self.polycl_budget_fractions = budgets_from_environment(os.environ)
         self.polycl_budgets: list[dict] = []  # where each budget's checkpoint goes (set at the start of training)
+        self._polycl_budgets_to_validate: list[dict] = []  # earlier budgets, validated after the end point's
         self.polycl_weights = self._checked_weights(plans, configuration, fold) if new_run else None
         super().__init__(plans, configuration, fold, dataset_json, device)
         if self.device.type == "cpu" and os.environ.get(CPU_THREADS_VARIABLE, "").isdigit():
@@ -322,6 +328,31 @@ class nnUNetTrainerPolyCL(nnUNetTrainer):
                 self.current_epoch -= 1  # as nnU-Net's on_train_end: the checkpoint records the epochs done
                 self.save_checkpoint(join(self.output_folder, budget["checkpoint"]))
                 self.current_epoch += 1
+
+    def on_train_end(self) -> None:
+        """nnU-Net's end of training; the earlier budgets of the run are then validated after the end point (one
+        process validates: under DDP ``polycl_validate`` does it afterwards)."""
+        super().on_train_end()
+        if not self.is_ddp:
+            self._polycl_budgets_to_validate = [b for b in self.polycl_budgets if b["checkpoint"] != FINAL_CHECKPOINT]
+
+    def perform_actual_validation(self, save_probabilities: bool = False) -> None:
+        """nnU-Net's validation (its workers without the command's script, :mod:`.spawned_workers`); after a
+        training with budgets, then nnU-Net's validation from each earlier budget's checkpoint, exactly as
+        ``polycl_validate`` makes it, into ``validation_budget_<f>/``."""
+        with workers_without_main_script():
+            super().perform_actual_validation(save_probabilities)
+        budgets, self._polycl_budgets_to_validate = self._polycl_budgets_to_validate, []
+        for budget in budgets:
+            checkpoint = join(self.output_folder, budget["checkpoint"])
+            if not isfile(checkpoint):  # removed since its epoch: the end point's validation above stands
+                self.print_to_log_file(f"PolyCL training budget {budget['fraction']:g}: {checkpoint} is gone, so "
+                                       f"that budget is not validated.")
+                continue
+            target = join(self.output_folder, validation_folder_name(budget["checkpoint"]))
+            self.print_to_log_file(f"PolyCL training budget {budget['fraction']:g}: nnU-Net's validation from "
+                                   f"{budget['checkpoint']} into {target}")
+            validate_into(self, checkpoint, target)
 
     # --- optimiser, stages -----------------------------------------------------------------------------------------
     def polycl_make_optimizer(self, params: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:

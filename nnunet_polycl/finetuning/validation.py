@@ -5,7 +5,8 @@
 the trainer's own ``load_checkpoint`` and runs its own ``perform_actual_validation``: the same predictions and
 nnU-Net summary as the end of training would give with those weights. ``checkpoint_<name>.pth`` goes to
 ``fold_<f>/validation_<name>/`` (written to a hidden folder first, then moved into place), next to nnU-Net's own
-``validation/``, which is never touched.
+``validation/``, which is never touched. The PolyCL trainers call :func:`validate_into` themselves at the end of a
+training with budgets (``validation_budget_<f>/``); this command validates any checkpoint afterwards, or again.
 """
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ def validation_folder_name(checkpoint: str) -> str:
     return "validation_" + (stem[len("checkpoint_"):] if stem.startswith("checkpoint_") else stem)
 
 
-def _validate_into(trainer, checkpoint: str, target: str) -> None:
-    """Load ``checkpoint`` into ``trainer`` and run nnU-Net's validation with the predictions going to ``target``."""
+def validate_into(trainer, checkpoint: str, target: str) -> None:
+    """Load ``checkpoint`` into ``trainer`` and run nnU-Net's validation with the predictions going to ``target``
+    (replaced only once the new one is complete)."""
     trainer.load_checkpoint(checkpoint)
     fold_folder = trainer.output_folder
     staging = join(fold_folder, f".{basename(target)}.partial")
@@ -63,7 +65,7 @@ def validate_checkpoints(dataset: str, configuration: str, fold: str, trainer_na
     targets = []
     for checkpoint in checkpoints:
         target = join(folder, validation_folder_name(checkpoint))
-        _validate_into(trainer, join(folder, checkpoint), target)
+        validate_into(trainer, join(folder, checkpoint), target)
         targets.append(target)
     return targets
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -150,19 +151,41 @@ def test_budgets_come_from_checkpoints_of_the_same_run_and_end_at_the_end_point(
 
 
 @pytest.mark.e2e
-def test_validation_from_the_final_checkpoint_repeats_the_end_point_exactly(experiment):
-    """polycl_validate (the budgets' path) from checkpoint_final.pth gives nnU-Net's end-point validation, byte for
-    byte."""
+def test_validation_from_a_checkpoint_repeats_the_trainers_own_exactly(experiment):
+    """polycl_validate from checkpoint_final.pth gives nnU-Net's end-point validation, and from the budget's
+    checkpoint the validation the trainer made itself at the end of nnUNetv2_train, byte for byte."""
     run = run_folder(experiment["folder"], "baseline", "0").name
     fold = _fold_folder(experiment["folder"], run)
+    assert "PolyCL training budget 0.5: nnU-Net's validation from checkpoint_budget_0.5.pth" in (
+        experiment["folder"] / "runs" / run / "finetune.log").read_text()
+    assert not (experiment["folder"] / "runs" / run / "budgets.log").exists()  # no polycl_validate was needed
+    cases = sorted(p.name for p in (fold / "validation").glob("*.nii.gz"))
+    by_trainer = {c: (fold / "validation_budget_0.5" / c).read_bytes() for c in cases}
     env = {**experiment["env"], "nnUNet_results": str(experiment["folder"] / "runs" / run / "nnUNet_results")}
     run_cli(["polycl_validate", str(DEMO_ID), "2d", "0", "-tr", "nnUNetTrainerPolyCL_Baseline_smoke_k2_seed0",
-             "-device", "cpu", "-chk", "checkpoint_final.pth"], env)
-    cases = sorted(p.name for p in (fold / "validation").glob("*.nii.gz"))
+             "-device", "cpu", "-chk", "checkpoint_final.pth", "checkpoint_budget_0.5.pth"], env)
     assert len(cases) == 4 and cases == sorted(p.name for p in (fold / "validation_final").glob("*.nii.gz"))
     assert all((fold / "validation" / c).read_bytes() == (fold / "validation_final" / c).read_bytes() for c in cases)
+    assert all((fold / "validation_budget_0.5" / c).read_bytes() == by_trainer[c] for c in cases)
     end, again = (json.loads((fold / f / "summary.json").read_text()) for f in ("validation", "validation_final"))
     assert again["foreground_mean"] == end["foreground_mean"]
+
+
+@pytest.mark.e2e
+def test_a_budget_the_trainer_did_not_validate_is_validated_by_polycl_validate(experiment):
+    """A run fine-tuned before the trainer validated its budgets itself (its fold folder has no
+    validation_budget_0.5): the next call validates it with polycl_validate, to the same numbers."""
+    folder = experiment["folder"]
+    run = run_folder(folder, "O", "1")
+    fold = _fold_folder(folder, run.name)
+    before = json.loads((run / "finished.json").read_text())["budgets"]
+    shutil.rmtree(fold / "validation_budget_0.5")
+    (run / "finished.json").unlink()
+    proc = run_cli([*ARGS, "-o", str(folder)], experiment["env"])
+    assert "Ran 1 run(s)" in proc.stdout and "validation at the budgets" in proc.stdout + proc.stderr
+    assert "Validation written to" in (run / "budgets.log").read_text()
+    after = json.loads((run / "finished.json").read_text())["budgets"]
+    assert [b["foreground_mean"] for b in after] == [b["foreground_mean"] for b in before]
 
 
 @pytest.mark.e2e

@@ -62,3 +62,24 @@ def test_polycl_validate_module_leaves_the_trainer_stack_out_of_its_worker_proce
             "'nnunet_polycl.finetuning.trainer'); print([m for m in heavy if m in sys.modules])")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_the_trainer_validates_its_earlier_budgets_after_the_end_point(make_trainer, monkeypatch):
+    """As at the end of nnUNetv2_train: training, then perform_actual_validation; a budget checkpoint removed in the
+    meantime is reported in the log and skipped, not a crash after a finished training."""
+    monkeypatch.setenv(BUDGETS_VARIABLE, "0.5 1")
+    run = make_trainer(NAME)
+    run.run_training()
+    run.perform_actual_validation(False)
+    folder = Path(run.output_folder)
+    end, half = (json.loads((folder / f / "summary.json").read_text()) for f in ("validation", "validation_budget_0.5"))
+    assert sorted(c["prediction_file"].rsplit("/", 1)[1] for c in half["metric_per_case"]) == sorted(
+        c["prediction_file"].rsplit("/", 1)[1] for c in end["metric_per_case"])
+    assert not list(folder.glob(".validation_budget_0.5.partial"))
+
+    again = make_trainer(NAME)
+    again.run_training()
+    (folder / "checkpoint_budget_0.5.pth").unlink()
+    again.perform_actual_validation(False)
+    log = Path(again.log_file).read_text()
+    assert "checkpoint_budget_0.5.pth is gone, so that budget is not validated." in log
