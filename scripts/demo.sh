@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# README command 1: the whole PolyCL pipeline on the built-in synthetic demo dataset, CPU-sized (11-15 min on 2 cores).
+# README command 1: the whole PolyCL pipeline on the built-in synthetic demo dataset, CPU-sized (about 10 min on 2 cores).
 # Creates/reuses ./.venv, installs the package, and uses ./work/demo for nnUNet_raw / _preprocessed / _results unless
 # those variables are already set. Re-running reuses what is already there.
 set -euo pipefail
@@ -17,7 +17,7 @@ SEEDS="${DEMO_SEEDS:-0 1 2 3 4}"
 elapsed() { echo "$((SECONDS / 60)) min $((SECONDS % 60)) s"; }
 step() { echo; echo "=== [demo] $* ($(elapsed) so far) ==="; }
 
-step "1/8 demo dataset: 20 labelled scans and $UNLABELLED unlabelled ones (nnUNet_raw=$nnUNet_raw)"
+step "1/7 demo dataset: 20 labelled scans and $UNLABELLED unlabelled ones (nnUNet_raw=$nnUNet_raw)"
 RAW_DS="$nnUNet_raw/Dataset${ID}_PolyCLDemo"
 if [ -d "$RAW_DS/imagesUnlabelled" ]; then
     echo "reusing $RAW_DS"
@@ -25,11 +25,11 @@ else  # also adds the unlabelled scans to a demo dataset written without them
     polycl_demo make-dataset -d "$ID" --unlabelled "$UNLABELLED"
 fi
 
-step "2/8 nnU-Net planning and preprocessing (2d)"
+step "2/7 nnU-Net planning and preprocessing (2d)"
 # -npfp 2: nnU-Net's default of 8 fingerprint workers each import nnU-Net anew; on 2 cores that doubles the step
 nnUNet_n_proc_DA=1 nnUNetv2_plan_and_preprocess -d "$ID" -c 2d -np 2 -npfp 2 --verify_dataset_integrity
 
-step "3/8 PolyCL pre-training of the nnU-Net 2D encoder (strategy O, fold $FOLD's 16 training scans + $UNLABELLED unlabelled)"
+step "3/7 PolyCL pre-training of the nnU-Net 2D encoder (strategy O, fold $FOLD's 16 training scans + $UNLABELLED unlabelled)"
 # the unlabelled scans' organ status comes from their weak labels (first and last slice with the organ); lr 1e-3:
 # with the paper's 1e-4 an encoder on small scans memorises them before it learns anything that transfers.
 # 2 torch threads on any machine: the thread count changes the floating-point sums, so the shared encoder (and every
@@ -39,13 +39,39 @@ OMP_NUM_THREADS=2 polycl_pretrain -d "$ID" -f "$FOLD" -s O --epochs 2 --lr 1e-3 
     -device "$DEVICE" --c
 PRETRAINING="$nnUNet_results/Dataset${ID}_PolyCLDemo/PolyCL_O__nnUNetPlans__2d/fold_$FOLD"
 
-step "4/8 does the encoder transfer to scans it never saw? (polycl_probe on fold $FOLD's validation scans)"
+step "4/7 does the encoder transfer to scans it never saw? (polycl_probe on fold $FOLD's validation scans)"
 polycl_probe "$PRETRAINING" --random 5 | tee "$WORK/probe.txt"
 
-step "5/8 fine-tuning inside nnU-Net on all 16 labelled scans: nnUNetv2_train $ID 2d $FOLD -tr nnUNetTrainerPolyCL_demo"
-nnUNetv2_train "$ID" 2d "$FOLD" -tr nnUNetTrainerPolyCL_demo -device "$DEVICE" --c
+step "5/7 few labels: baseline against PolyCL-O fine-tuned layer-wise on 1 labelled scan to the end of training, seeds $SEEDS (polycl_experiment --preset demo)"
+EXP="$nnUNet_results/Dataset${ID}_PolyCLDemo/PolyCL_experiment__demo__fold_$FOLD"
+# each run is one nnUNetv2_train with a PolyCL trainer (its log: $EXP/runs/<run>/finetune.log), the _quick schedule
+# (50 passes over the labelled slices at batch 4: 250-350 Adam steps at k = 1); the preset fine-tunes O layer-wise
+# (its encoder at 0.1 x the decoder's rate: the adaptation chosen on fold 0) and the baseline on the default
+# (nnUNetTrainerPolyCL_O_quick_layerwise_k1_seed<s> against ..._Baseline_quick_k1_seed<s>); --budgets 0.5 1: every run
+# is also validated halfway through its schedule (same run, its checkpoint at that epoch), so that the comparison says
+# whether the baseline reached the end of its training
+# shellcheck disable=SC2086
+polycl_experiment -d "$ID" -f "$FOLD" --preset demo --seeds $SEEDS --pretrained "O=$PRETRAINING/pretrained_weights.pth" \
+    --budgets 0.5 1 -device "$DEVICE" -o "$EXP" --no-progress > "$WORK/experiment.log" 2>&1 \
+    || { tail -40 "$WORK/experiment.log"; exit 1; }
+cat "$EXP/reports/table1.md"
 
-step "6/8 prediction of the validation cases with nnUNetv2_predict"
+# the first seed's PolyCL-O run: its nnUNet_results folder, trainer, labelled scan and nnU-Net's own validation folder
+FIRST_SEED="${SEEDS%% *}"
+read -r O_RESULTS O_TRAINER O_LABELLED O_VALIDATION < <(python - "$EXP" "$FIRST_SEED" <<'PY'
+import glob, json, os, sys
+exp, seed = sys.argv[1], int(sys.argv[2])
+for path in sorted(glob.glob(os.path.join(exp, "runs", "*", "finished.json"))):
+    run = json.load(open(path))
+    if run["method"] == "O" and run["seed"] == seed:
+        validation = run["predictions"]  # <nnUNet_results>/<dataset>/<trainer>__<plans>__2d/fold_<f>/validation
+        results = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(validation))))
+        print(results, run["trainer"], ",".join(run["labelled_cases"]), validation)
+PY
+)
+[ -n "$O_RESULTS" ] || { echo "No finished PolyCL-O run of seed $FIRST_SEED in $EXP/runs: see $WORK/experiment.log"; exit 1; }
+
+step "6/7 prediction with nnUNetv2_predict from that model: PolyCL-O, seed $FIRST_SEED, fine-tuned on 1 labelled scan ($O_LABELLED)"
 PRED="$WORK/predictions_PolyCL_O"
 python - "$RAW_DS" "$WORK/val_images" "$FOLD" <<'PY'
 import json, os, shutil, sys
@@ -58,41 +84,30 @@ for case in splits[fold]["val"]:
 PY
 # one preprocessing and one export worker (-npp, -nps): on 2 cores, starting nnU-Net's default 3 + 3 costs more than
 # they save for 4 small scans
-nnUNetv2_predict -i "$WORK/val_images" -o "$PRED" -d "$ID" -c 2d -f "$FOLD" -tr nnUNetTrainerPolyCL_demo -device "$DEVICE" \
-    --disable_tta -npp 1 -nps 1
+echo "nnUNet_results=$O_RESULTS"
+nnUNet_results="$O_RESULTS" nnUNetv2_predict -i "$WORK/val_images" -o "$PRED" -d "$ID" -c 2d -f "$FOLD" \
+    -tr "$O_TRAINER" -device "$DEVICE" --disable_tta -npp 1 -nps 1
 
-step "7/8 evaluation: Dice, HD and HD95 in mm"
+step "7/7 evaluation: Dice, HD and HD95 in mm"
 # -np 1: 4 small scans are evaluated in this process faster than worker processes start
 polycl_evaluate -ref "$RAW_DS/labelsTr" -pred "$PRED" -djfile "$RAW_DS/dataset.json" -o "$WORK/evaluation_PolyCL_O" --intersection --overwrite \
     -np 1
 
-step "8/8 few labels: baseline against PolyCL-O fine-tuned layer-wise on 1 labelled scan to the end of training, seeds $SEEDS (polycl_experiment --preset demo)"
-EXP="$nnUNet_results/Dataset${ID}_PolyCLDemo/PolyCL_experiment__demo__fold_$FOLD"
-# the _quick schedule (50 passes over the labelled slices at batch 4: 250-350 Adam steps at k = 1); the preset
-# fine-tunes O layer-wise (its encoder at 0.1 x the decoder's rate: the adaptation chosen on fold 0) and the baseline
-# on the default (nnUNetTrainerPolyCL_O_quick_layerwise_k1_seed<s> against ..._Baseline_quick_k1_seed<s>); --budgets 0.5 1:
-# every run is also evaluated halfway through its schedule (same run, its checkpoint at that epoch), so that the
-# comparison says whether the baseline reached the end of its training
-# shellcheck disable=SC2086
-polycl_experiment -d "$ID" -f "$FOLD" --preset demo --seeds $SEEDS --pretrained "O=$PRETRAINING/pretrained_weights.pth" \
-    --budgets 0.5 1 -device "$DEVICE" -o "$EXP" --no-progress > "$WORK/experiment.log" 2>&1 \
-    || { tail -40 "$WORK/experiment.log"; exit 1; }
-cat "$EXP/reports/table1.md"
-
 echo
 echo "=== [demo] done in $(elapsed). Outputs ==="
 echo "pre-training:  $PRETRAINING (probe: $PRETRAINING/probe.json, picture: $PRETRAINING/embeddings.png)"
-echo "fine-tuning:   $nnUNet_results/Dataset${ID}_PolyCLDemo/nnUNetTrainerPolyCL_demo__nnUNetPlans__2d/fold_$FOLD"
-echo "predictions:   $PRED"
-echo "evaluation:    $WORK/evaluation_PolyCL_O/summary.md"
 echo "experiment:    $EXP/reports (table1, verdict, fig4, budgets, fig_budgets; its log: $WORK/experiment.log)"
+echo "fine-tunings:  $EXP/runs/<run>/nnUNet_results (one nnU-Net results folder per run; seed $FIRST_SEED's PolyCL-O: $O_RESULTS)"
+echo "predictions:   $PRED (nnUNetv2_predict, $O_TRAINER)"
+echo "evaluation:    $WORK/evaluation_PolyCL_O/summary.md"
 echo
-python - "$WORK/evaluation_PolyCL_O/summary.json" <<'PY'
+python - "$WORK/evaluation_PolyCL_O/summary.json" "$O_VALIDATION/summary.json" "$O_TRAINER" <<'PY'
 import json, sys
-summary = json.load(open(sys.argv[1]))
-dice = summary["aggregates"]["liver"]["dice"]
-print(f"PolyCL-O fine-tuned on all labelled scans: validation Dice {dice['mean']:.3f} "
-      f"(mean of {dice['n']} validation cases, min {dice['min']:.3f}).")
+summary, own, trainer = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), sys.argv[3]
+dice, own_dice = summary["aggregates"]["liver"]["dice"], own["foreground_mean"]["Dice"]
+print(f"nnUNetv2_predict with {trainer} (1 labelled scan): validation Dice {dice['mean']:.3f} (mean of {dice['n']} "
+      f"cases, min {dice['min']:.3f}); nnU-Net's own validation of that run at the end of nnUNetv2_train: "
+      f"{own_dice:.3f}.")
 PY
 python - "$EXP/reports/budgets.json" <<'PY'
 import json, sys
