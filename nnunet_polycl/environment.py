@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from os.path import dirname, isfile, join
-from typing import Any
+from typing import Any, ContextManager
 
 HOOK_BEGIN = "# >>> nnunet-polycl: nnUNet_extTrainer >>>"
 HOOK_END = "# <<< nnunet-polycl: nnUNet_extTrainer <<<"
@@ -76,7 +76,7 @@ def temporary_items(mapping: MutableMapping, values: Mapping[str, Any]) -> Itera
         _put(mapping, saved)
 
 
-def temporary_environment(values: Mapping[str, str]):
+def temporary_environment(values: Mapping[str, str]) -> ContextManager[None]:
     """Set environment variables for the block, then restore the previous values (or their absence)."""
     return temporary_items(os.environ, values)
 
