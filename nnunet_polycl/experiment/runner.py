@@ -3,9 +3,9 @@
 Each run pre-trains (once per method and pre-training seed, shared by every k and adaptation; nothing for the
 baseline; O-pseudo once per seed, k and adaptation), fine-tunes with the run's trainer, predicts the evaluated cases
 and evaluates them; with training budgets it also predicts and evaluates them from the checkpoint of each budget of
-the same run. ``jobs`` runs go on in parallel (each step is a subprocess): first the baseline runs and every
-pre-training that needs no baseline, then the pre-trainings on a baseline's pseudo-labels, then the runs that
-fine-tune an encoder pre-trained before, so that no two jobs ever write the same pre-training. Unlabelled scans
+the same run. ``jobs`` runs go on in parallel (each step is a subprocess); a run starts as soon as what it needs is
+done (its pre-training, or for a pseudo-label pre-training its baseline's fine-tuning; :mod:`.run_queue`), so that no
+two jobs ever write the same pre-training. Unlabelled scans
 (``--unlabelled``, see :mod:`.unlabelled`) are preprocessed once before the runs. Finished runs are skipped on the
 next call; the reports are rewritten after every finished run.
 """
@@ -14,11 +14,12 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from os.path import join
+from queue import SimpleQueue
 
 from nnunet_polycl.checkpoint import file_sha256
 from nnunet_polycl.environment import temporary_environment
@@ -41,11 +42,11 @@ from nnunet_polycl.experiment.presets import (
     parse_k,
     preset_adaptations,
     pretraining_strategy,
-    uses_pseudo_labels,
 )
 from nnunet_polycl.experiment.process import refuse_if_stopping
 from nnunet_polycl.experiment.progress import ExperimentProgress
 from nnunet_polycl.experiment.reports import evaluate_run, write_reports
+from nnunet_polycl.experiment.run_queue import RunQueue, finetuned_milestone, pretrained_milestone
 from nnunet_polycl.experiment.state import as_json, check_experiment, read_marker, record_call, write_marker
 from nnunet_polycl.experiment.steps import (
     StepContext,
@@ -273,11 +274,15 @@ def _evaluate_budgets(ctx: StepContext, run: RunSpec, budgets: list[dict], end_p
     return entries, seconds
 
 
-def _do_run(ctx: StepContext, run: RunSpec) -> dict:
-    refuse_if_stopping(run.name)  # a queued run that a worker thread takes up while a signal ends the steps
+def _do_run(ctx: StepContext, run: RunSpec, reached: Callable[[str], None]) -> dict:
+    """Every step of ``run``; ``reached`` hears of its pre-training and its fine-tuning as each is done."""
+    refuse_if_stopping(run.name)  # a run started while a signal ends the steps
     start = time.time()
     weights = pretrain(ctx, run)
+    if run.pretraining_name is not None:
+        reached(pretrained_milestone(run.pretraining_name))
     finetune_s = finetune(ctx, run, weights)
+    reached(finetuned_milestone(run.name))
     predictions, predict_s = predict(ctx, run)
     ctx.progress.step(run.name, "evaluation", ctx.layout.evaluation(run), what="summary")
     summary = evaluate_run(ctx.layout.labels, predictions, ctx.dataset_json, ctx.layout.evaluation(run))
@@ -303,24 +308,6 @@ def run_provenance(ctx: StepContext, run: RunSpec) -> dict:
             "labelled_cases": subset.get("cases")}
 
 
-def _phases(runs: list[RunSpec]) -> list[list[RunSpec]]:
-    """Runs in three phases: the baseline runs and one run per pre-training that needs no baseline; one run per
-    pre-training on a baseline's pseudo-labels (its baseline run is then done); all the others (whose pre-training is
-    then done). So parallel jobs never write the same pre-training, and pseudo-labels come from a finished baseline."""
-    phases: list[list[RunSpec]] = [[], [], []]
-    seen = set()
-    for run in runs:
-        name = run.pretraining_name
-        if name is None:
-            phases[0].append(run)
-        elif name in seen:
-            phases[2].append(run)
-        else:
-            seen.add(name)
-            phases[1 if uses_pseudo_labels(run.method) else 0].append(run)
-    return [phase for phase in phases if phase]
-
-
 def _finish(ctx: StepContext, result: ExperimentResult, run: RunSpec, record: dict) -> None:
     result.ran.append(run.name)
     result.reports = write_reports(ctx.layout)
@@ -329,42 +316,38 @@ def _finish(ctx: StepContext, result: ExperimentResult, run: RunSpec, record: di
                                     f"{'n/a' if dice is None else f'{dice:.4f}'}")
 
 
-def _run_phase(ctx: StepContext, result: ExperimentResult, runs: list[RunSpec]) -> None:
-    """Run ``runs``, ``ctx.jobs`` at a time; the first failure, or a signal (:class:`StoppedBySignal`, raised here in
-    the main thread), stops new runs: the queued ones never start. After a failure the running ones end and are
-    finished as usual, then the first error is raised."""
+def _run_all(ctx: StepContext, result: ExperimentResult, runs: list[RunSpec]) -> None:
+    """Run ``runs``, ``ctx.jobs`` at a time, each as soon as what it needs is done (:class:`RunQueue`). The first
+    failure, or a signal (:class:`StoppedBySignal`, raised here in the main thread), stops new runs: the waiting ones
+    never start. After a failure the running ones end and are finished as usual, then the first error is raised."""
+    queue = RunQueue(runs)
     if ctx.jobs == 1:
-        for run in runs:
-            _finish(ctx, result, run, _do_run(ctx, run))
+        for run in queue.order():
+            _finish(ctx, result, run, _do_run(ctx, run, lambda milestone: None))
         return
-    failed = threading.Event()
-
-    def attempt(run: RunSpec) -> dict | None:
-        if failed.is_set():  # after a failure no queued run starts (the freed worker thread takes it up at once)
-            return None
-        try:
-            return _do_run(ctx, run)
-        except BaseException:
-            failed.set()
-            raise
-
+    events: SimpleQueue[str | Future] = SimpleQueue()  # milestones from the worker threads, and finished runs
+    running: dict[Future, RunSpec] = {}
     error = None
     with ThreadPoolExecutor(max_workers=ctx.jobs) as pool:
-        pending = {pool.submit(attempt, run): run for run in runs}
-        try:
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    run = pending.pop(future)
-                    if future.exception() is not None:
-                        error = error or future.exception()  # the queued runs return at once (``failed``)
-                    elif (record := future.result()) is not None:
-                        _finish(ctx, result, run, record)
-        finally:
-            for other in pending:
-                other.cancel()  # a signal: its handler ended the running steps; the queued ones never start
+        while True:
+            while error is None and len(running) < ctx.jobs and (run := queue.pop_ready()) is not None:
+                future = pool.submit(_do_run, ctx, run, events.put)
+                running[future] = run
+                future.add_done_callback(events.put)
+            if not running:
+                break
+            event = events.get()
+            if isinstance(event, str):
+                queue.reached(event)
+            elif event.exception() is not None:
+                running.pop(event)
+                error = error or event.exception()
+            else:
+                _finish(ctx, result, running.pop(event), event.result())
     if error is not None:
         raise error
+    if len(queue):
+        raise RuntimeError(f"{len(queue)} runs wait for something no run reports: {queue.order()[0].name} first.")
 
 
 def experiment_folder(req: ExperimentRequest) -> str:
@@ -401,8 +384,7 @@ def _run(req: ExperimentRequest) -> ExperimentResult:
         if ctx.unlabelled is not None and any(run.pretraining_name for run in todo):
             ctx.progress.message(ctx.unlabelled.description())
             ctx.unlabelled.preprocess()
-        for phase in _phases(todo):
-            _run_phase(ctx, result, phase)
+        _run_all(ctx, result, todo)
         result.reports = write_reports(ctx.layout)
     finally:
         ctx.progress.close()

@@ -154,31 +154,3 @@ def test_a_forked_child_dies_of_sigterm_without_a_traceback_or_touching_the_runn
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"killed by {int(signal.SIGTERM)} step running True"
     assert "StoppedBySignal" not in proc.stderr and "Traceback" not in proc.stderr
-
-
-def test_after_a_failed_run_no_queued_run_starts(monkeypatch):
-    """The worker thread a failed run frees takes up the next queued run at once; that run must not start."""
-    import threading
-    from types import SimpleNamespace
-
-    from nnunet_polycl.experiment import runner
-    from nnunet_polycl.experiment.process import StepFailedError
-
-    started, finished = [], []
-    second_started, second_may_end = threading.Event(), threading.Event()
-
-    def do_run(ctx, run):
-        started.append(run)
-        if run == "run0":
-            second_started.wait(timeout=5)
-            raise StepFailedError("fine-tuning of run0 failed")
-        second_started.set()
-        second_may_end.wait(timeout=5)  # run1 is still running when run0 fails
-        return {"run": run}
-
-    monkeypatch.setattr(runner, "_do_run", do_run)
-    monkeypatch.setattr(runner, "_finish", lambda ctx, result, run, record: finished.append(run))
-    threading.Timer(1.0, second_may_end.set).start()
-    with pytest.raises(StepFailedError, match="run0 failed"):
-        runner._run_phase(SimpleNamespace(jobs=2), None, ["run0", "run1", "run2", "run3"])
-    assert started == ["run0", "run1"] and finished == ["run1"]

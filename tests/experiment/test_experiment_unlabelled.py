@@ -44,7 +44,8 @@ def test_the_log_line_names_the_unlabelled_scans_or_says_there_are_none():
 
 def test_unlabelled_preset_pairs_every_method_by_seed_and_passes_each_its_options(demo_in_process, tmp_path,
                                                                                 unlabelled):
-    from nnunet_polycl.experiment.runner import _phases, prepare
+    from nnunet_polycl.experiment.run_queue import RunQueue
+    from nnunet_polycl.experiment.runner import prepare
     from nnunet_polycl.experiment.steps import finetune_folder
     from nnunet_polycl.paths import PolyCLUserError
 
@@ -63,10 +64,10 @@ def test_unlabelled_preset_pairs_every_method_by_seed_and_passes_each_its_option
     assert {"S__seed0__N3", "O__seed0__N3", "O-pseudo__default__seed0__k1__N3"} <= untagged
     assert all("__N3__" in r.name for r in runs if r.method != "baseline")
 
-    phase_of = {r.name: i for i, phase in enumerate(_phases(runs)) for r in phase}
+    position = {r.name: i for i, r in enumerate(RunQueue(runs).order())}
     for run in runs:
         if run.method == "O-pseudo":
-            assert phase_of[run.name] > phase_of[run.baseline.name]  # its pseudo-labels come from a finished run
+            assert position[run.name] > position[run.baseline.name]  # its pseudo-labels come from a finished run
 
     folder, organ_slices = (str(Path(p).resolve()) for p in (unlabelled["unlabelled"], unlabelled["organ_slices"]))
     common = ["--unlabelled", folder, "--unlabelled-count", "3"]
