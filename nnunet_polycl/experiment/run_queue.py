@@ -40,13 +40,10 @@ class RunQueue:
                 rank, needs = 0, set()
             elif pretraining in owners:
                 rank, needs = 2, {pretrained_milestone(pretraining)}
-            elif uses_pseudo_labels(run.method):
-                owners.add(pretraining)
-                baseline = run.baseline.name
-                rank, needs = 1, ({finetuned_milestone(baseline)} if baseline in names else set())
             else:
                 owners.add(pretraining)
-                rank, needs = 0, set()
+                pseudo, baseline = uses_pseudo_labels(run.method), run.baseline.name
+                rank, needs = int(pseudo), ({finetuned_milestone(baseline)} if pseudo and baseline in names else set())
             entries.append((rank, index, run, frozenset(needs)))
         self._waiting = [(run, needs) for *_, run, needs in sorted(entries, key=lambda e: e[:2])]
         self._reached: set[str] = set()
