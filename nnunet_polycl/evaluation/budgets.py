@@ -3,8 +3,9 @@
 Rows are the per-case rows of :mod:`.runs` with three more keys: ``budget`` (the fraction of the schedule's
 iterations), ``epoch`` and ``iterations`` (where the run's checkpoint of that budget was saved). At every budget the
 arms are compared as in Table 1 (:func:`~nnunet_polycl.evaluation.reports.method_table`: paired by seed, the 95%
-interval of the mean difference); each arm's mean Dice also gets its 95% interval over runs. The baseline's change
-between the budgets 0.5 and 1 gives the end-of-training label (:mod:`.convergence`).
+interval of the mean difference); each arm's mean Dice also gets its 95% interval over runs. Means, intervals and
+differences use the same paired runs as Table 1; runs whose seed another method lacks are named, not counted. The
+baseline's change between the budgets 0.5 and 1 gives the end-of-training label (:mod:`.convergence`).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
 from nnunet_polycl.evaluation.convergence import FULL, HALF, NOT_CHECKED, RULE, describe_change, end_of_training
-from nnunet_polycl.evaluation.reports import AGGREGATION, PAIRINGS, method_table, paired_seeds
+from nnunet_polycl.evaluation.reports import AGGREGATION, PAIRINGS, method_table, paired_seeds, unpaired_runs_line
 from nnunet_polycl.evaluation.statistics import INTERVALS, mean_interval
 
 ROUNDING = ("Budgets are fractions of each run's iterations, rounded to the nearest epoch boundary (at least 1 epoch); "
@@ -28,12 +29,15 @@ def _key(entry: dict) -> tuple:
     return entry["method"], entry["k"], entry["label"]
 
 
-def _entries_at(rows: list[dict], fraction: float, baseline: str, pair_by: str, interval: str) -> tuple[list, list]:
+def _entries_at(rows: list[dict], fraction: float, baseline: str, pair_by: str, interval: str
+                ) -> tuple[list, list, list]:
+    """The budget's entries (over the paired runs only, as Table 1), every run's means, and the unpaired runs."""
     table = method_table(rows, baseline, pair_by, interval)
     entries = []
     for e in table["rows"]:
-        runs = [x for x in table["runs"] if _key(x) == _key(e)]
-        cases = [r for r in rows if _key(r) == _key(e)]
+        paired = set(paired_seeds(table["runs"], e["k"], e["label"]))  # Table 1's runs: its n, std and differences
+        runs = [x for x in table["runs"] if _key(x) == _key(e) and x["seed"] in paired]
+        cases = [r for r in rows if _key(r) == _key(e) and r["seed"] in paired]
         ci = mean_interval((x["dice"] for x in runs), interval)
         entries.append(dict(budget=fraction, method=e["method"], k=e["k"], label=e["label"], n_runs=e["n_runs"],
                             epochs=sorted({r["epoch"] for r in cases}),
@@ -41,7 +45,7 @@ def _entries_at(rows: list[dict], fraction: float, baseline: str, pair_by: str, 
                             dice=dict(mean=ci["mean"], std=e["metrics"]["dice"]["std"], low=ci["low"],
                                       high=ci["high"]),
                             vs_baseline=e["metrics"]["dice"]["vs_baseline"]))
-    return entries, [{**x, "budget": fraction} for x in table["runs"]]
+    return entries, [{**x, "budget": fraction} for x in table["runs"]], table["unpaired_runs"]
 
 
 def convergence(runs: Sequence[dict], baseline: str, interval: str = "t") -> list[dict]:
@@ -63,20 +67,22 @@ def convergence(runs: Sequence[dict], baseline: str, interval: str = "t") -> lis
 
 
 def budget_table(rows: Sequence[dict], baseline: str = "baseline", pair_by: str = "run", interval: str = "t") -> dict:
-    """Dice per arm, k, label and budget (mean, std, 95% interval over runs, the paired difference to the baseline
-    with its interval), every run's means per budget, and the baseline's end-of-training label per k and label.
+    """Dice per arm, k, label and budget (mean, std, 95% interval over the paired runs, the paired difference to the
+    baseline with its interval), every run's means per budget, the unpaired runs, and the baseline's end-of-training
+    label per k and label.
 
     Budgets without a baseline run are left out.
     """
-    entries, runs = [], []
+    entries, runs, unpaired = [], [], []
     for fraction in sorted({r["budget"] for r in rows}):
         at = [r for r in rows if r["budget"] == fraction]
         if any(r["method"] == baseline for r in at):
-            more, more_runs = _entries_at(at, fraction, baseline, pair_by, interval)
+            more, more_runs, more_unpaired = _entries_at(at, fraction, baseline, pair_by, interval)
             entries += more
             runs += more_runs
+            unpaired += [u for u in more_unpaired if u not in unpaired]
     return dict(baseline=baseline, pairing=PAIRINGS[pair_by], interval=INTERVALS[interval], rounding=ROUNDING,
-                aggregation=AGGREGATION, rule=RULE, rows=entries, runs=runs,
+                aggregation=AGGREGATION, rule=RULE, rows=entries, runs=runs, unpaired_runs=unpaired,
                 end_of_training=convergence(runs, baseline, interval))
 
 
@@ -125,8 +131,11 @@ def budgets_markdown(table: dict, schedules: Sequence[str] = ()) -> str:
         lines.append(f"| {e['method']} | {'all' if e['k'] is None else e['k']} | {e['label']} | {e['budget']:g} | "
                      f"{_span(e['epochs'])} | {_span(e['iterations'])} | {e['n_runs']} | {mean} | "
                      f"{_difference_text(e['vs_baseline'])} |")
-    lines += ["", f"{table['aggregation']} Differences: method minus {table['baseline']!r} at the same k and budget, "
+    lines += ["", f"{table['aggregation']} Only paired runs count (the seeds every method has at that k, label and "
+                  f"budget); differences: method minus {table['baseline']!r} at the same k and budget, "
                   f"{table['pairing']}; [CI] = {table['interval']} of the mean difference.", ""]
+    if table.get("unpaired_runs"):
+        lines += [unpaired_runs_line(table["unpaired_runs"]), ""]
     lines += [training_label_line(table, c["k"], c["label"], table["baseline"]) + "  "
               for c in table["end_of_training"]]
     lines += [f"Rule: {table['rule']}."]

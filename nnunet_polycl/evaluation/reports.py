@@ -265,10 +265,15 @@ def _footer(table: dict) -> list[str]:
     if table.get("extra_interval"):
         lines += ["", f"Bootstrap CI = {table['extra_interval']}: {BOOTSTRAP_WARNING}."]
     if table.get("unpaired_runs"):
-        lines += ["", "Unpaired runs (left out of means, spreads and differences: another method lacks their seed): "
-                  + "; ".join(f"{u['method']} seed {u['seed']} k={'all' if u['k'] is None else u['k']} ({u['label']})"
-                              for u in table["unpaired_runs"])]
+        lines += ["", unpaired_runs_line(table["unpaired_runs"])]
     return lines
+
+
+def unpaired_runs_line(unpaired: Sequence[dict]) -> str:
+    """One markdown line naming the runs of :func:`unpaired_runs`, which a table's numbers leave out."""
+    return ("Unpaired runs (left out of means, spreads and differences: another method lacks their seed): "
+            + "; ".join(f"{u['method']} seed {u['seed']} k={'all' if u['k'] is None else u['k']} ({u['label']})"
+                        for u in unpaired))
 
 
 def table_markdown(table: dict) -> str:

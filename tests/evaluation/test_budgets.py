@@ -8,6 +8,7 @@ import pytest
 
 from nnunet_polycl.evaluation.budgets import budget_table, budgets_csv, budgets_figure, budgets_markdown
 from nnunet_polycl.evaluation.convergence import END, NOT_CHECKED, ONE_SEED, PAST_BEST, STILL, end_of_training
+from nnunet_polycl.evaluation.reports import method_table
 from nnunet_polycl.finetuning.budgets import budget_epoch, budget_plan, parse_budgets
 from nnunet_polycl.paths import PolyCLUserError
 
@@ -123,6 +124,29 @@ def test_the_end_of_training_label_counts_only_the_seeds_the_comparisons_use():
     (label,) = table["end_of_training"]
     assert label["status"] == "end" and label["change"]["n_pairs"] == 5
     assert {e["n_runs"] for e in table["rows"]} == {5}
+
+def test_the_budget_table_counts_only_the_paired_runs_as_table_1_does_and_names_the_others():
+    """Real-CT evidence 5g: the baseline and O-pseudo had a seed that S lacked, scored 0 on another labelled scan and
+    trained for more steps. Its runs must not enter the arms' means, intervals or iteration spans beside an n that
+    leaves them out."""
+    budgets = (0.5, 1.0)
+    paired = rows({**{("baseline", b): [0.78, 0.80, 0.80, 0.79, 0.81] for b in budgets},
+                   **{("O", b): [0.77, 0.80, 0.79, 0.80, 0.80] for b in budgets}})
+    extra = [dict(r, seed=r["seed"] + 5) for r in rows({("baseline", b): [0.0] for b in budgets}, epochs=20)]
+    table = budget_table(paired + extra)
+    end = [r for r in paired if r["budget"] == 1.0]
+    table_1 = method_table(end, "baseline")
+    (base,) = [e for e in table["rows"] if e["method"] == "baseline" and e["budget"] == 1.0]
+    (in_table_1,) = [e for e in table_1["rows"] if e["method"] == "baseline"]
+    assert base["n_runs"] == 5 and base["dice"]["mean"] == pytest.approx(0.796)
+    assert base["dice"]["mean"] == pytest.approx(in_table_1["metrics"]["dice"]["mean"])
+    assert base["dice"]["low"] > 0.77 and base["iterations"] == [36]  # not the unpaired run's 60 iterations
+    assert table["unpaired_runs"] == [dict(method="baseline", seed=5, k=1, label="liver")]
+    md = budgets_markdown(table)
+    assert "| baseline | 1 | liver | 1 | 12 | 36 | 5 | 0.7960 [" in md
+    assert "Unpaired runs (left out of means, spreads and differences: another method lacks their seed): " \
+           "baseline seed 5 k=1 (liver)" in md
+
 
 def test_budget_fractions_map_to_the_nearest_epoch_and_at_least_one():
     assert parse_budgets(["0.5", "0.125", "0.5"]) == (0.125, 0.5, 1.0)  # 1 always included, sorted, distinct
