@@ -125,6 +125,7 @@ def test_the_end_of_training_label_counts_only_the_seeds_the_comparisons_use():
     assert label["status"] == "end" and label["change"]["n_pairs"] == 5
     assert {e["n_runs"] for e in table["rows"]} == {5}
 
+
 def test_the_budget_table_counts_only_the_paired_runs_as_table_1_does_and_names_the_others():
     """Real-CT evidence 5g: the baseline and O-pseudo had a seed that S lacked, scored 0 on another labelled scan and
     trained for more steps. Its runs must not enter the arms' means, intervals or iteration spans beside an n that
